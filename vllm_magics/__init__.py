@@ -1,0 +1,48 @@
+"""vllm_magics: IPython magics to start, watch, share and talk to a vLLM server.
+
+    %load_ext vllm_magics
+    %vllm_serve Qwen/Qwen2.5-0.5B-Instruct
+
+Loading imports only IPython pieces that are already in memory; vLLM, requests, jinja2 and pyngrok
+are imported when a magic needs them.
+"""
+__version__ = "0.1.0"
+
+_MAGIC_NAMES = {"line": ("vllm_serve", "vllm_stop", "vllm_logs"), "cell": ()}
+
+
+def load_ipython_extension(ipython):
+    from vllm_magics.magics import VllmMagics
+
+    magics = VllmMagics(shell=ipython)
+    ipython.register_magics(magics)
+    ipython._vllm_magics = magics  # the one instance, so unload can find it
+
+
+def unload_ipython_extension(ipython):
+    from vllm_magics.magics import describe_running
+
+    magics = getattr(ipython, "_vllm_magics", None)
+    table = ipython.magics_manager.magics
+    for kind, names in _MAGIC_NAMES.items():
+        for name in names:
+            table[kind].pop(name, None)
+    ipython.magics_manager.registry.pop("VllmMagics", None)
+    if magics is not None:
+        if magics in ipython.configurables:
+            ipython.configurables.remove(magics)
+        del ipython._vllm_magics
+        note = describe_running(magics)
+        if note:
+            print(note)
+
+
+def current_server():
+    """The server the extension manages in this IPython session (a `VllmServer`), or None."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    ip = get_ipython()
+    magics = getattr(ip, "_vllm_magics", None) if ip is not None else None
+    return magics.server if magics is not None else None

@@ -1,0 +1,226 @@
+"""From "serve this model" to the exact `vllm serve` command: GPU-aware defaults, each with a reason.
+
+Pure functions (no processes started) so `--dry-run`, the tests and the docs see exactly what would run.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass, field
+
+from vllm_magics.gpu import GpuInfo
+
+# The seed notebook's Colab flags: a 1.5B model's KV cache for 16k tokens fits a 15 GB T4 in half
+# precision. Lowered automatically when vLLM says the GPU (or the model) cannot hold it.
+GPU_DEFAULT_MAX_MODEL_LEN = 16384
+CPU_KVCACHE_SPACE_GIB = "1"
+
+# Flags the magic owns; given after `--` they would fight with its own.
+OWNED_FLAGS = {"--host": "--host", "--port": "--port"}
+SECRET_FLAGS = ("--api-key",)
+
+
+@dataclass(frozen=True)
+class ChosenDefault:
+    """A setting vllm_magics chose because the user did not: shown to them with its reason."""
+
+    setting: str  # "--dtype half" or "VLLM_CPU_KVCACHE_SPACE=1"
+    reason: str
+
+
+@dataclass
+class ServePlan:
+    model: str
+    host: str
+    port: int
+    argv: list[str]
+    env: dict[str, str]  # what the server gets on top of os.environ (never printed whole: may hold the key)
+    api_key: str | None
+    defaults: list[ChosenDefault] = field(default_factory=list)
+    default_max_model_len: int | None = None  # set when --max-model-len is our default (may be lowered)
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    def command_line(self) -> str:
+        """The command as a shell line; the key travels in the environment, never on the command line."""
+        shown_env = [f"{k}={v}" for k, v in self.env.items() if k != "VLLM_API_KEY"]
+        if self.api_key:
+            shown_env.append(f"VLLM_API_KEY={mask_secret(self.api_key)}")
+        return " ".join(shown_env + [shlex.quote(a) for a in self.argv])
+
+    def with_max_model_len(self, value: int) -> "ServePlan":
+        argv = list(self.argv)
+        i = argv.index("--max-model-len")
+        argv[i + 1] = str(value)
+        return ServePlan(self.model, self.host, self.port, argv, dict(self.env), self.api_key,
+                         list(self.defaults), None)
+
+    def with_port(self, port: int) -> "ServePlan":
+        argv = list(self.argv)
+        argv[argv.index("--port") + 1] = str(port)
+        return ServePlan(self.model, self.host, port, argv, dict(self.env), self.api_key,
+                         list(self.defaults), self.default_max_model_len)
+
+
+def resolve_vllm_command(command: list[str] | None) -> list[str]:
+    """["vllm"] as given, unless `vllm` is not on PATH but sits beside this Python: a kernel run from
+    a virtualenv often has the env's bin folder missing from PATH."""
+    command = list(command or ["vllm"])
+    if command == ["vllm"] and shutil.which("vllm") is None:
+        sibling = os.path.join(os.path.dirname(sys.executable), "vllm")
+        if os.access(sibling, os.X_OK):
+            return [sibling]
+    return command
+
+
+def new_api_key() -> str:
+    return "vm-" + secrets.token_urlsafe(24)
+
+
+def mask_secret(secret: str | None) -> str:
+    """Enough to recognise a key, never enough to use it."""
+    if not secret:
+        return "(none)"
+    if len(secret) < 12:
+        return "•" * 6
+    return f"{secret[:3]}…{secret[-4:]}"
+
+
+def _flag_given(args: list[str], flag: str) -> bool:
+    stem = flag.lstrip("-")
+    for a in args:
+        if a == flag or a.startswith(flag + "="):
+            return True
+        # vLLM accepts --max_model_len as well as --max-model-len, and --no-X for booleans.
+        if a.lstrip("-").split("=")[0].replace("_", "-") in (stem, "no-" + stem):
+            return True
+    return False
+
+
+def _take_flag(args: list[str], flag: str) -> tuple[list[str], str | None]:
+    """Remove `flag VALUE` / `flag=VALUE` from args; returns (rest, value)."""
+    rest, value, i = [], None, 0
+    while i < len(args):
+        a = args[i]
+        if a == flag and i + 1 < len(args):
+            value = args[i + 1]
+            i += 2
+            continue
+        if a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    return rest, value
+
+
+def plan_serve(
+    model: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    dtype: str | None = None,
+    max_model_len: int | str | None = None,
+    gpu_memory_utilization: float | None = None,
+    api_key: str | None | bool = None,
+    extra_args: list[str] | None = None,
+    gpus: list[GpuInfo] | None = None,
+    vllm_command: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> ServePlan:
+    """Build the command. `api_key`: None generates one, False serves without a key, a string is used.
+
+    `gpus` is what nvidia-smi reported ([] = no GPU: CPU settings).
+    """
+    if not model or model.startswith("-"):
+        raise ValueError("which model? e.g. %vllm_serve Qwen/Qwen2.5-0.5B-Instruct")
+    environ = os.environ if environ is None else environ
+    gpus = gpus or []
+    extra = list(extra_args or [])
+    for flag in OWNED_FLAGS:
+        if _flag_given(extra, flag):
+            raise ValueError(f"pass {flag} to %vllm_serve itself, not after `--` (it needs to know it)")
+    # A key given after `--` would be visible to every user in `ps`; move it into the environment.
+    extra, key_in_extra = _take_flag(extra, "--api-key")
+    if key_in_extra and api_key in (None, True):
+        api_key = key_in_extra
+    if api_key is None or api_key is True:
+        api_key = new_api_key()
+    elif api_key is False or api_key == "":
+        api_key = None
+
+    argv = resolve_vllm_command(vllm_command) + ["serve", model, "--host", host, "--port", str(port)]
+    env: dict[str, str] = {"PYTHONUNBUFFERED": "1"}  # log lines arrive as they happen: live progress
+    defaults: list[ChosenDefault] = []
+    default_len = None
+
+    def given(flag: str) -> bool:
+        return _flag_given(extra, flag)
+
+    if dtype:
+        argv += ["--dtype", dtype]
+    if max_model_len not in (None, ""):
+        argv += ["--max-model-len", str(max_model_len)]
+    if gpu_memory_utilization is not None:
+        argv += ["--gpu-memory-utilization", str(gpu_memory_utilization)]
+
+    if gpus:
+        gpu = gpus[0]
+        if not dtype and not given("--dtype") and not gpu.supports_bfloat16:
+            argv += ["--dtype", "half"]
+            cc = ".".join(map(str, gpu.compute_capability or ()))
+            defaults.append(ChosenDefault("--dtype half", f"{gpu.name} has compute capability {cc}; "
+                                          "bfloat16 needs 8.0 or newer"))
+        if max_model_len in (None, "") and not given("--max-model-len"):
+            default_len = GPU_DEFAULT_MAX_MODEL_LEN
+            argv += ["--max-model-len", str(default_len)]
+            defaults.append(ChosenDefault(f"--max-model-len {default_len}",
+                                          "keeps the KV cache within a free Colab GPU; lowered automatically "
+                                          "if vLLM says the GPU or the model cannot hold it"))
+    else:
+        if "VLLM_CPU_KVCACHE_SPACE" not in environ and not given("--kv-cache-memory-bytes"):
+            env["VLLM_CPU_KVCACHE_SPACE"] = CPU_KVCACHE_SPACE_GIB
+            defaults.append(ChosenDefault(f"VLLM_CPU_KVCACHE_SPACE={CPU_KVCACHE_SPACE_GIB}",
+                                          "no GPU: vLLM's CPU backend needs a KV-cache size in GiB"))
+        if not given("--enforce-eager") and not given("--compilation-config") and not any(
+                a.startswith("-cc") or a.startswith("-O") for a in extra):
+            argv.append("--enforce-eager")
+            defaults.append(ChosenDefault("--enforce-eager", "no GPU: skipping torch.compile makes a CPU "
+                                          "server ready about 3x sooner (25 s instead of 75 s)"))
+            if "VLLM_ENABLE_V1_MULTIPROCESSING" not in environ:
+                env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+                defaults.append(ChosenDefault("VLLM_ENABLE_V1_MULTIPROCESSING=0",
+                                              "no GPU: one engine process starts faster and uses less memory"))
+    argv += extra
+    if api_key:
+        # vLLM reads VLLM_API_KEY: unlike --api-key it shows neither in `ps` nor in its
+        # "non-default args" log line.
+        env["VLLM_API_KEY"] = api_key
+    return ServePlan(model, host, int(port), argv, env, api_key, defaults, default_len)
+
+
+_SUGGESTED_LEN = [
+    re.compile(r"estimated maximum model length is (\d+)"),
+    re.compile(r"greater than the derived max_model_len \(\w+=(\d+)"),
+]
+
+
+def suggested_max_model_len(log_text: str) -> int | None:
+    """The max_model_len vLLM says would fit, from a failed start's log."""
+    for pattern in _SUGGESTED_LEN:
+        found = pattern.findall(log_text)
+        if found:
+            return int(found[-1])
+    return None
+
+
+def looks_like_local_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or os.path.isdir(os.path.expanduser(model))

@@ -1,0 +1,239 @@
+"""Launching and signalling a process group: the mechanism under the server manager (no policy, no UI).
+
+A server runs as a process group led by a small supervisor (`vllm_magics.supervisor`) so that:
+- its output goes to a bounded log file, never to a pipe nobody reads (a full pipe blocks vLLM);
+- its exit code is recorded in a state file even when the notebook that started it is gone;
+- it dies with the notebook's kernel, even one killed with SIGKILL, unless detached.
+Linux only: the group is listed from /proc (Colab and this project's CI are Linux).
+"""
+from __future__ import annotations
+
+import enum
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (which may hold spaces and parentheses)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 2 :].decode().split()
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Running (zombies count as gone: they hold no memory and only wait to be reaped)."""
+    if not pid:
+        return False
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def group_members(pgid: int | None) -> list[int]:
+    """Live (non-zombie) processes whose process group is `pgid`."""
+    if not pgid:
+        return []
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        # fields: state ppid pgrp ...
+        if fields and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return sorted(members)
+
+
+def cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def signal_pids(pids, sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass  # already gone (or reused by someone else's process: not ours to signal)
+
+
+class StopStep(enum.Enum):
+    """How far a stop had to go; tests assert the path taken."""
+
+    ALREADY_GONE = "already gone"
+    TERMINATED = "stopped by SIGTERM"
+    KILLED = "SIGKILL needed"
+    FAILED = "processes survived SIGKILL"
+
+
+def terminate_group(
+    pgid: int,
+    leader: int | None = None,
+    grace: float = 10.0,
+    kill_wait: float = 5.0,
+    exclude: tuple[int, ...] = (),
+    poll: float = 0.05,
+) -> StopStep:
+    """Stop every process in a group: SIGTERM, wait `grace` s for the leader (vLLM shuts its own
+    children down), then SIGKILL whatever is left. vLLM's multiprocessing resource tracker ignores
+    SIGTERM and outlives the rest, so "the leader exited" is not "the group is gone"."""
+
+    def members():
+        return [p for p in group_members(pgid) if p not in exclude]
+
+    if not members():
+        return StopStep.ALREADY_GONE
+    signal_pids(members(), signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        left = members()
+        if not left:
+            return StopStep.TERMINATED
+        # Once the leader is gone, what remains are helpers that will not exit by themselves soon.
+        if leader is not None and not pid_alive(leader) and time.monotonic() > deadline - grace + 1.0:
+            break
+        time.sleep(poll)
+    if not members():
+        return StopStep.TERMINATED
+    deadline = time.monotonic() + kill_wait
+    while time.monotonic() < deadline:
+        left = members()
+        if not left:
+            return StopStep.KILLED
+        signal_pids(left, signal.SIGKILL)
+        time.sleep(poll)
+    return StopStep.KILLED if not members() else StopStep.FAILED
+
+
+@dataclass
+class SupervisedProcess:
+    """A command running under the supervisor. `pgid` == the supervisor's pid."""
+
+    popen: subprocess.Popen | None  # None when adopted from another kernel
+    supervisor_pid: int
+    state_path: Path
+    log_path: Path
+
+    @property
+    def pgid(self) -> int:
+        return self.supervisor_pid
+
+    def state(self) -> dict:
+        return read_json(self.state_path)
+
+    @property
+    def pid(self) -> int | None:
+        """The command's own pid (vLLM's API server), once the supervisor has started it."""
+        return self.state().get("pid")
+
+    def exit_code(self) -> int | None:
+        """The command's exit code once it has exited, else None."""
+        code = self.state().get("exit_code")
+        if code is not None:
+            return code
+        if self.popen is not None:
+            rc = self.popen.poll()
+            if rc is not None:  # the supervisor itself died before recording one
+                return rc
+        elif not pid_alive(self.supervisor_pid) and not pid_alive(self.pid):
+            return -1
+        return None
+
+    def is_alive(self) -> bool:
+        pid = self.pid
+        if pid is None:  # not started yet: alive while the supervisor is
+            return self.exit_code() is None and pid_alive(self.supervisor_pid)
+        return pid_alive(pid) and self.state().get("exit_code") is None
+
+    def members(self) -> list[int]:
+        return group_members(self.pgid)
+
+    def terminate(self, grace: float = 10.0, kill_wait: float = 5.0) -> StopStep:
+        step = terminate_group(self.pgid, leader=self.pid, grace=grace, kill_wait=kill_wait)
+        if self.popen is not None:
+            try:
+                self.popen.wait(timeout=kill_wait)
+            except subprocess.TimeoutExpired:
+                pass
+        return step
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_json_private(path: Path, data: dict) -> None:
+    """Atomically write JSON readable only by the owner (it may hold an API key)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def launch_supervised(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    log_path: Path,
+    state_path: Path,
+    max_log_bytes: int,
+    detach: bool = False,
+    cwd: str | None = None,
+    cleanup: Path | None = None,
+) -> SupervisedProcess:
+    """Start `argv` under the supervisor in a new session (its own process group)."""
+    log_path, state_path = Path(log_path), Path(state_path)
+    state_path.unlink(missing_ok=True)
+    sup = [sys.executable, "-m", "vllm_magics.supervisor", "--log", str(log_path), "--state", str(state_path),
+           "--max-log-bytes", str(max_log_bytes)]
+    if not detach:
+        sup += ["--watch-parent", str(os.getpid())]
+    if cleanup is not None:
+        sup += ["--cleanup", str(cleanup)]
+    # The supervisor's own early failures (before it opens the log) land in the same file.
+    with open(log_path, "ab") as early:
+        popen = subprocess.Popen(
+            sup + ["--"] + list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=early,
+            stderr=early,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    return SupervisedProcess(popen, popen.pid, state_path, log_path)
+
+
+def tail_lines(path: Path, n: int = 20, max_bytes: int = 256_000) -> list[str]:
+    """The last `n` lines of a log (reading its rotated predecessor too when the current one is short)."""
+    chunks = []
+    for candidate in (Path(str(path) + ".1"), Path(path)):
+        try:
+            with open(candidate, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - max_bytes))
+                chunks.append(f.read())
+        except OSError:
+            continue
+    text = b"".join(chunks).decode(errors="replace")
+    # Progress bars redraw with \r: keep each line's last state, as a terminal would show it.
+    lines = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    lines = [line for line in lines if line.strip()]
+    return lines[-n:] if n else lines
