@@ -12,6 +12,7 @@ demo: rig
 	$(PY) scripts/run_demo.py offline_cpu_demo
 
 test: rig
+	scripts/setup_browser.sh
 	$(PY) -m pytest
 
 bench: rig

@@ -45,12 +45,13 @@ def main() -> int:
         (out_dir / f"{name}.html").write_text(html)
     print(f"[demo] done in {time.monotonic() - t0:.0f} s; executed notebook: {executed.relative_to(REPO)}, "
           f"HTML: {(out_dir / f'{name}.html').relative_to(REPO)}", flush=True)
-    for cell in nb.cells:
-        if "demo:answer" in cell.get("metadata", {}).get("tags", []):
-            for output in cell.get("outputs", []):
-                text = output.get("text") or output.get("data", {}).get("text/plain", "")
-                if text:
-                    print("[demo] the model's answer:\n" + "".join(text).strip())
+    for tag, title in (("demo:answer", "the model's answer"), ("demo:reasoning", "reasoning and answer")):
+        for cell in nb.cells:
+            if tag in cell.get("metadata", {}).get("tags", []):
+                for output in cell.get("outputs", []):
+                    text = output.get("text") or output.get("data", {}).get("text/plain", "")
+                    if text:
+                        print(f"[demo] {title}:\n" + "".join(text).strip(), flush=True)
     return 0
 
 

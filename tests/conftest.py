@@ -51,3 +51,44 @@ def shell():
     if magics is not None and magics.server is not None:
         magics.server.stop(now=True)
     ip.run_line_magic("unload_ext", "vllm_magics")
+
+
+def _start_session_server(tmp_path_factory, model, extra):
+    from helpers import free_port
+    from vllm_magics.plan import plan_serve
+    from vllm_magics.server import VllmServer
+
+    require_rig()
+    plan = plan_serve(str(model), port=free_port(), gpus=[], extra_args=extra, vllm_command=[str(VLLM_BIN)],
+                      environ={})
+    plan.env.update(SERVER_ENV)
+    server = VllmServer(plan, tmp_path_factory.mktemp("session-server"))
+    server.start()
+    server.wait_ready(timeout=300)
+    return server
+
+
+R1_SERVER_ARGS = ["--structured-outputs-config", '{"enable_in_reasoning": true}']
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(tmp_path_factory):
+    server = _start_session_server(tmp_path_factory, SMOLLM2, [])
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def r1_server(tmp_path_factory):
+    """The tiny R1-style model with vLLM's deepseek_r1 reasoning parser."""
+    server = _start_session_server(tmp_path_factory, TINY_R1, ["--reasoning-parser", "deepseek_r1"] + R1_SERVER_ARGS)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def r1_plain_server(tmp_path_factory):
+    """The same model without a reasoning parser: the reasoning arrives as <think> text in content."""
+    server = _start_session_server(tmp_path_factory, TINY_R1, R1_SERVER_ARGS)
+    yield server
+    server.stop()

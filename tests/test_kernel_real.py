@@ -13,7 +13,8 @@ pytestmark = [pytest.mark.server, pytest.mark.kernel]
 
 
 @pytest.fixture
-def kernel(rig):
+def kernel(rig, monkeypatch):
+    monkeypatch.setenv("VLLM_MAGICS_TEST_KEY", "")  # filled in by tests that talk to a session server
     km = KernelManager(kernel_name="python3")
     km.start_kernel(env=dict(os.environ))
     kc = km.client()
@@ -25,19 +26,22 @@ def kernel(rig):
         km.shutdown_kernel(now=True)
 
 
-def run(kc, code, timeout=300):
+def run(kc, code, timeout=300, ok=True):
     messages = []
     reply = kc.execute_interactive(code, timeout=timeout, output_hook=messages.append)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return messages
+    if ok:
+        assert reply["content"]["status"] == "ok", reply["content"]
+    return messages if ok else (reply, messages)
+
+
+def printed(messages) -> str:
+    return "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
 
 
 def serve_in_kernel(kc, port):
     run(kc, "%load_ext vllm_magics\n" f"%config VllmMagics.vllm_command = [{str(VLLM_BIN)!r}]")
     messages = run(kc, f"%vllm_serve {SMOLLM2} --port {port}")
-    printed = [m["content"]["text"] for m in run(kc, "print(get_ipython()._vllm_magics.server.pgid)")
-               if m["msg_type"] == "stream"]
-    pgid = int("".join(printed))
+    pgid = int(printed(run(kc, "print(get_ipython()._vllm_magics.server.pgid)")))
     return messages, pgid
 
 
@@ -67,3 +71,45 @@ def test_kernel_shutdown_stops_the_server(kernel):
     _, pgid = serve_in_kernel(kc, port)
     km.shutdown_kernel(now=False)
     assert wait_until(lambda: process.group_members(pgid) == [], 30), process.group_members(pgid)
+
+
+def running_requests(base_url) -> float:
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(float(v) for v in re.findall(r"^vllm:num_requests_running\{[^}]*\} (\S+)$", text, re.M))
+
+
+def test_ask_streams_in_place_and_an_interrupt_aborts_the_request(kernel, smollm2_server):
+    km, kc = kernel
+    url = smollm2_server.base_url
+    run(kc, "%load_ext vllm_magics\nimport os\n"
+            f"os.environ['VLLM_MAGICS_TEST_KEY'] = {smollm2_server.api_key!r}")
+    opts = f"--url {url}/v1 --api-key-env VLLM_MAGICS_TEST_KEY"
+
+    messages = run(kc, f"%%ask {opts} --temperature 0 --max-tokens 60\nName three rivers in Europe, one per line.")
+    kinds = [m["msg_type"] for m in messages if m["msg_type"] != "status"]
+    assert kinds.count("display_data") == 1 and kinds.count("update_display_data") >= 2
+    assert "stream" not in kinds  # nothing printed besides the one live output area
+    final = [m for m in messages if m["msg_type"] in ("display_data", "update_display_data")][-1]["content"]["data"]
+    assert {"text/html", "text/markdown", "text/plain"} <= set(final)
+    assert "class=\"vm-cursor\"" not in final["text/html"] and "finish:" in final["text/plain"]
+
+    # Interrupt mid-answer (the stop button sends SIGINT to the kernel).
+    import threading
+    import time
+
+    timer = threading.Timer(2.0, km.interrupt_kernel)
+    timer.start()
+    t0 = time.monotonic()
+    reply, messages = run(kc, f"%%ask {opts} --temperature 0.7 --max-tokens 1500\nWrite a very long story about a "
+                              "dragon who learns to cook.", ok=False)
+    assert time.monotonic() - t0 < 20
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "UsageError"
+    assert "partial answer stays above" in reply["content"]["evalue"]
+    final = [m for m in messages if m["msg_type"] in ("display_data", "update_display_data")][-1]["content"]["data"]
+    assert "Interrupted" in final["text/plain"] and len(final["text/plain"]) > 80
+    assert wait_until(lambda: running_requests(url) == 0, 5)
+    assert printed(run(kc, "print(_ask.interrupted, len(_ask.text) > 20)")).split() == ["True", "True"]

@@ -8,7 +8,7 @@ are imported when a magic needs them.
 """
 __version__ = "0.1.0"
 
-_MAGIC_NAMES = {"line": ("vllm_serve", "vllm_stop", "vllm_logs"), "cell": ()}
+_MAGIC_NAMES = {"line": ("vllm_serve", "vllm_stop", "vllm_logs", "ask_reset"), "cell": ("ask",)}
 
 
 def load_ipython_extension(ipython):

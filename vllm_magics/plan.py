@@ -158,7 +158,9 @@ def plan_serve(
         api_key = None
 
     argv = resolve_vllm_command(vllm_command) + ["serve", model, "--host", host, "--port", str(port)]
-    env: dict[str, str] = {"PYTHONUNBUFFERED": "1"}  # log lines arrive as they happen: live progress
+    # Log lines arrive as they happen (live progress), and without colour codes: the log is a file,
+    # and Jupyter kernels set FORCE_COLOR for their children.
+    env: dict[str, str] = {"PYTHONUNBUFFERED": "1", "VLLM_LOGGING_COLOR": "0"}
     defaults: list[ChosenDefault] = []
     default_len = None
 
@@ -224,3 +226,14 @@ def suggested_max_model_len(log_text: str) -> int | None:
 
 def looks_like_local_path(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~")) or os.path.isdir(os.path.expanduser(model))
+
+
+def served_model_name(plan: ServePlan) -> str:
+    """The name clients must send: the first --served-model-name if given, else the model argument."""
+    argv = plan.argv
+    for i, a in enumerate(argv):
+        if a == "--served-model-name" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--served-model-name="):
+            return a.split("=", 1)[1].split()[0]
+    return plan.model

@@ -1,0 +1,161 @@
+"""`Answer`: one reply from the model, with its reasoning, usage and timings, and its rich views
+(HTML from a jinja2 template, Markdown, plain text). Plain data: no I/O, no IPython import."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Answer:
+    text: str = ""
+    reasoning: str = ""
+    model: str | None = None
+    finish_reason: str | None = None
+    usage: dict | None = None
+    request: dict = field(default_factory=dict)  # the JSON body sent (no key: that is a header)
+    reasoning_source: str | None = None  # "reasoning", "reasoning_content", "tags" or None
+    reasoning_chunks: int = 0  # stream events that carried reasoning (one token or a few)
+    reasoning_token_ids: int | None = None  # exact count, when the server sent token ids (vLLM)
+    started_at: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    ended_at: float | None = None
+    interrupted: bool = False
+    error: str | None = None
+    streaming: bool = False  # still arriving (the live view)
+    prompt: str = ""
+    index: int | None = None  # position in an --each batch
+
+    # -- figures --------------------------------------------------------------------------------
+    @property
+    def ttft(self) -> float | None:
+        return self.first_token_at - self.started_at if self.first_token_at else None
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended_at or time.monotonic()) - self.started_at
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        return (self.usage or {}).get("prompt_tokens")
+
+    @property
+    def completion_tokens(self) -> int | None:
+        return (self.usage or {}).get("completion_tokens")
+
+    @property
+    def reasoning_tokens(self) -> str | None:
+        """How long the reasoning was: the server's count (vLLM 0.32 reports 0), else the token ids it
+        sent, else the number of stream events (a lower bound: vLLM sometimes merges tokens)."""
+        details = (self.usage or {}).get("completion_tokens_details") or {}
+        if details.get("reasoning_tokens"):
+            return str(details["reasoning_tokens"])
+        if self.reasoning_token_ids:
+            return str(self.reasoning_token_ids)
+        return f"≥{self.reasoning_chunks}" if self.reasoning_chunks else None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        if not self.completion_tokens or not self.first_token_at or not self.ended_at:
+            return None
+        span = self.ended_at - self.first_token_at
+        return self.completion_tokens / span if span > 0 else None
+
+    @property
+    def cut_by_max_tokens(self) -> bool:
+        return self.finish_reason == "length"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.interrupted
+
+    def footer_items(self) -> list[str]:
+        items = []
+        if self.model:
+            items.append(self.model.rsplit("/", 1)[-1] if self.model.startswith("/") else self.model)
+        if self.prompt_tokens is not None:
+            items.append(f"{self.prompt_tokens} tokens in")
+        if self.completion_tokens is not None:
+            items.append(f"{self.completion_tokens} out")
+        if self.ttft is not None:
+            items.append(f"first token {self.ttft * 1000:.0f} ms")
+        if self.tokens_per_second:
+            items.append(f"{self.tokens_per_second:.1f} tokens/s")
+        items.append(f"{self.elapsed:.1f} s")
+        if self.finish_reason:
+            items.append(f"finish: {self.finish_reason}")
+        return items
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.cut_by_max_tokens:
+            limit = self.request.get("max_tokens") or self.request.get("max_completion_tokens")
+            out.append(f"The answer was cut off: it reached max_tokens ({limit or 'the server default'}). "
+                       "Ask again with a larger --max-tokens.")
+        if self.interrupted:
+            out.append("Interrupted: this is the part that arrived before you stopped it (the server "
+                       "aborted the request).")
+        if self.error:
+            out.append(self.error)
+        return out
+
+    # -- views ----------------------------------------------------------------------------------
+    def __str__(self) -> str:
+        return self.text
+
+    def text_view(self) -> str:
+        parts = []
+        if self.reasoning:
+            n = self.reasoning_tokens
+            parts.append(f"[reasoning{f', {n} tokens' if n else ''}]\n{self.reasoning.strip()}\n[/reasoning]")
+        parts.append(self.text.strip())
+        parts += [f"! {w}" for w in self.warnings()]
+        parts.append("-- " + " · ".join(self.footer_items()))
+        return "\n\n".join(p for p in parts if p)
+
+    def markdown_view(self) -> str:
+        parts = []
+        if self.reasoning:
+            quoted = "\n".join("> " + line for line in self.reasoning.strip().splitlines())
+            parts.append(f"> **Reasoning**\n>\n{quoted}")
+        parts.append(self.text.strip())
+        parts += [f"**⚠ {w}**" for w in self.warnings()]
+        parts.append("*" + " · ".join(self.footer_items()) + "*")
+        return "\n\n".join(p for p in parts if p)
+
+    def html_view(self) -> str:
+        from vllm_magics.display import render
+        from vllm_magics.markdown import render_markdown
+
+        return render("answer.html.j2", a=self, answer_html=render_markdown(self.text),
+                      reasoning_open=self.streaming and not self.text.strip())
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {"text/plain": self.text_view(), "text/markdown": self.markdown_view(),
+                "text/html": self.html_view()}
+
+    def __repr__(self) -> str:
+        return self.text_view()
+
+
+class AnswerList(list):
+    """Answers of an --each batch, in input order, with a table view."""
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from vllm_magics.display import render
+        from vllm_magics.markdown import render_markdown
+
+        rows = [(a, render_markdown(a.text)) for a in self]
+        return {"text/plain": repr(self), "text/html": render("answer_list.html.j2", rows=rows)}
+
+    def __repr__(self) -> str:
+        lines = []
+        for i, a in enumerate(self):
+            status = "ok" if a.ok else ("interrupted" if a.interrupted else "error")
+            body = a.text.strip().replace("\n", " ") if a.ok else (a.error or "")
+            lines.append(f"[{i}] {status}: {body[:200]}")
+        return "\n".join(lines)
+
+    @property
+    def texts(self) -> list[str]:
+        return [a.text for a in self]
