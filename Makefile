@@ -14,6 +14,7 @@ demo: rig
 test: rig
 	scripts/setup_browser.sh
 	$(PY) -m pytest
+	scripts/compat.sh
 
 bench: rig
 	$(PY) bench/run_all.py

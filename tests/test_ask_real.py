@@ -117,3 +117,44 @@ def test_each_runs_concurrently_in_order_and_one_failure_keeps_the_others(manage
     good = [a for i, a in enumerate(results) if i != 4]
     assert all(a.ok and a.text for a in good)
     assert "Paris" in results[0].text and "Rome" in results[1].text and "Tokyo" in results[2].text
+
+
+def test_server_stopping_mid_answer_keeps_what_arrived(rig, shell, tmp_path):
+    """A real server stopped while it streams: vLLM sends an error event then [DONE] (or the
+    connection drops); the partial answer stays, with a clear line."""
+    import threading
+
+    from helpers import SMOLLM2, VLLM_BIN
+    from vllm_magics.plan import plan_serve
+    from vllm_magics.server import VllmServer
+
+    server = VllmServer(plan_serve(str(SMOLLM2), port=free_port(), gpus=[], vllm_command=[str(VLLM_BIN)]),
+                        tmp_path / "home")
+    server.start()
+    try:
+        server.wait_ready(timeout=300)
+        shell._vllm_magics.server = server
+        threading.Timer(2.0, server.stop).start()
+        with pytest.raises(UsageError, match="mid-answer|aborted the request|connection to .* was lost") as err:
+            shell.run_cell_magic("ask", "--temperature 0.8 --max-tokens 2000",
+                                 "Write a very long story about a lighthouse keeper.")
+        answer = shell.user_ns["_ask"]
+        assert len(answer.text) > 20 and answer.error and answer.error in str(err.value)
+        assert not answer.ok and answer.error in answer.text_view()
+    finally:
+        shell._vllm_magics.server = None
+        server.stop()
+
+
+def test_a_server_that_never_answers_times_out(shell):
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts connections (the kernel does), never replies: a hung server
+    port = listener.getsockname()[1]
+    try:
+        with pytest.raises(UsageError, match="no reply from .* within 1 s"):
+            shell.run_cell_magic("ask", f"--url http://127.0.0.1:{port}/v1 --model m --timeout 1", "hi")
+    finally:
+        listener.close()

@@ -137,3 +137,8 @@ def test_a_second_serve_says_a_server_runs(rig, shell, capsys):
     assert shell._vllm_magics.server.pid == pid
     shell.run_line_magic("vllm_logs", "--follow 1")
     assert "stopped following after 1 s" in capsys.readouterr().out
+    old = shell._vllm_magics.server
+    shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port} --restart")
+    new = shell._vllm_magics.server
+    assert new.pid != pid and new.state == "ready" and new.plan.port == port
+    assert process.group_members(old.pgid) == []

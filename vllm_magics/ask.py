@@ -129,11 +129,16 @@ def ask(client: ChatClient, messages: list[dict], params: dict, *, model: str | 
             splitter.feed(choice.get("message") or {})
             answer.finish_reason = choice.get("finish_reason")
             answer.usage = reply.get("usage")
+        if answer.finish_reason == "abort" and not answer.interrupted:
+            # vLLM ends a request it dropped (shutting down, engine trouble) with finish_reason "abort".
+            raise ServerError("the server aborted the request before the answer was complete "
+                              "(finish_reason: abort); the part that arrived is kept. %vllm_status / "
+                              "%vllm_logs show what happened to the server")
     except KeyboardInterrupt:
         answer.interrupted = True
         raise
     except (NoServer, ServerError) as exc:
-        answer.error = explain(exc, client)
+        answer.error = answer.error or explain(exc, client)  # a mid-stream error already says what it is
         raise AskError(answer.error, answer) from None
     except _connection_errors() as exc:
         answer.error = (f"the connection to {client.base_url} was lost ({exc.__class__.__name__}); "
@@ -167,7 +172,8 @@ def _consume_stream(client, messages, params, model, answer, splitter, on_update
             if "error" in event:  # vLLM: an engine failure mid-stream, then [DONE]
                 err = event["error"]
                 msg = err.get("message") if isinstance(err, dict) else str(err)
-                answer.error = f"the server reported an error mid-answer: {msg}"
+                answer.error = (f"the server reported an error mid-answer: {msg} The part that arrived is "
+                                "kept; the server's log says more (%vllm_logs)")
                 raise ServerError(answer.error, (err or {}).get("code") if isinstance(err, dict) else None, event)
             if event.get("usage"):
                 answer.usage = event["usage"]
@@ -202,6 +208,8 @@ def explain(exc: Exception, client: ChatClient) -> str:
         from vllm_magics.client import error_message
 
         detail = error_message(exc.status or 0, exc.body) if exc.body is not None else str(exc)
+        if exc.status is None and exc.body is None:
+            return str(exc)
         if exc.status == 401:
             return ("the server refused the API key (401 Unauthorized): with --url, name the variable "
                     "that holds the key with --api-key-env NAME")

@@ -156,7 +156,7 @@ class VllmServer:
                     on_progress(progress, lines)
             if not self.is_alive():
                 # Let the supervisor copy the last lines (the traceback) before reading them.
-                self._wait_supervisor(2.0)
+                self._wait_log_complete(1.0)
                 lines = reader.read_new_lines()
                 if on_progress and lines:
                     on_progress(progress, lines)
@@ -175,9 +175,11 @@ class VllmServer:
                     "running: %vllm_logs shows what it is doing, %vllm_stop stops it", cls=ServerTimeout)
             time.sleep(READY_POLL_S)
 
-    def _wait_supervisor(self, seconds: float) -> None:
+    def _wait_log_complete(self, seconds: float) -> None:
         end = time.monotonic() + seconds
-        while time.monotonic() < end and process.pid_alive(self.proc.supervisor_pid):
+        while time.monotonic() < end and not self.proc.state().get("log_complete"):
+            if not process.pid_alive(self.proc.supervisor_pid):
+                return
             time.sleep(0.02)
 
     def _start_error(self, message: str, cls=ServerStartError) -> ServerStartError:

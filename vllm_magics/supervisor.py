@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
         threading.Thread(target=watchdog, daemon=True).start()
 
-    def record_exit(code: int) -> None:
-        state.update(exit_code=code, ended_at=time.time(), stopped_by_request=stopping.is_set())
+    def record_exit(code: int, log_complete: bool = False) -> None:
+        state.setdefault("ended_at", time.time())  # the moment it exited, not when the log was done
+        state.update(exit_code=code, stopped_by_request=stopping.is_set(), log_complete=log_complete)
         write_json_private(args.state, state)
 
     fd = child.stdout.fileno()
@@ -104,29 +105,25 @@ def main(argv: list[str] | None = None) -> int:
     sel = selectors.DefaultSelector()
     sel.register(fd, selectors.EVENT_READ)
     exited_at = None
-    while True:
-        for _key, _ in sel.select(timeout=0.2):
+    while sel.get_map():
+        for _key, _ in sel.select(timeout=0.2 if exited_at is None else 0.05):
             try:
                 data = os.read(fd, 65536)
             except BlockingIOError:
                 continue
-            if not data:
+            if data:
+                log.write(data)
+            else:
                 sel.unregister(fd)
-                exited_at = exited_at or time.monotonic()
-                break
-            log.write(data)
-        if not sel.get_map():
+        if exited_at is None and child.poll() is not None:
+            exited_at = time.monotonic()
+            record_exit(child.returncode)  # at once: the manager is waiting to say why
+        # Children that inherited the pipe may keep it open: drain briefly, then stop reading.
+        if exited_at is not None and time.monotonic() - exited_at > 0.3:
             break
-        if child.poll() is not None:
-            if state["exit_code"] is None:
-                record_exit(child.returncode)  # at once: the manager is waiting to say why
-            # Children that inherited the pipe may keep it open: drain briefly, then stop reading.
-            exited_at = exited_at or time.monotonic()
-            if time.monotonic() - exited_at > 1.0:
-                break
     code = child.wait()
-    record_exit(code)
     log.note(f"server process {child.pid} exited with code {code}")
+    record_exit(code, log_complete=True)  # the manager can read the whole story now
     # Whatever CMD left behind in the group (engine core, resource tracker) goes too.
     terminate_group(pgid, grace=3.0, exclude=(os.getpid(),))
     if args.cleanup is not None:
