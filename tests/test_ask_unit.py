@@ -3,7 +3,7 @@ import pytest
 
 from vllm_magics.answer import Answer, AnswerList
 from vllm_magics.ask import Conversations, TemplateError, build_messages, explain, render_prompt
-from vllm_magics.client import ChatClient, NoServer, ServerError, error_message, iter_sse
+from vllm_magics.chat import ChatClient, NoServer, ServerError, error_message, iter_sse
 
 
 def test_template_reads_the_namespace():

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import FIXTURES
-from vllm_magics.client import iter_sse
+from vllm_magics.chat import iter_sse
 from vllm_magics.reasoning import ReasoningSplitter
 
 SSE = FIXTURES / "sse"

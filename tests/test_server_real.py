@@ -126,6 +126,12 @@ def test_detached_server_is_adopted_then_noticed_when_killed_from_outside(rig, s
     assert wait_until(lambda: process.group_members(pgid) == [], 15), process.group_members(pgid)
     shell.run_line_magic("vllm_logs", "-n 5")
     assert "exited with code -9" in capsys.readouterr().out
+    status = shell.run_line_magic("vllm_status", "--json")
+    assert status["process"]["state"] == "exited" and status["process"]["exit_code"] == -9
+    assert status["health"]["status"] is None and status["diagnoses"][0]["key"] == "killed"
+    shell.run_line_magic("vllm_status", "")
+    out = capsys.readouterr().out
+    assert out.startswith("vLLM server: exited (code -9)") and "Why:" in out and "last log lines:" in out
 
 
 def test_a_second_serve_says_a_server_runs(rig, shell, capsys):

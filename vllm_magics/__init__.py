@@ -8,7 +8,7 @@ are imported when a magic needs them.
 """
 __version__ = "0.1.0"
 
-_MAGIC_NAMES = {"line": ("vllm_serve", "vllm_stop", "vllm_logs", "ask_reset"), "cell": ("ask",)}
+_MAGIC_NAMES = {"line": ("vllm_serve", "vllm_stop", "vllm_logs", "vllm_status", "ask_reset"), "cell": ("ask",)}
 
 
 def load_ipython_extension(ipython):
@@ -46,3 +46,20 @@ def current_server():
     ip = get_ipython()
     magics = getattr(ip, "_vllm_magics", None) if ip is not None else None
     return magics.server if magics is not None else None
+
+
+def client(**kwargs):
+    """An `openai.OpenAI` client for the managed server (base URL and API key filled in).
+
+    Needs the `openai` package (pip install openai); extra keyword arguments go to `openai.OpenAI`.
+    """
+    server = current_server()
+    if server is None:
+        raise RuntimeError("no managed server: start one with %vllm_serve MODEL first")
+    try:
+        import openai
+    except ImportError:
+        raise ImportError("vllm_magics.client() needs the openai package: pip install openai") from None
+    kwargs.setdefault("base_url", f"{server.base_url}/v1")
+    kwargs.setdefault("api_key", server.api_key or "EMPTY")  # vLLM without --api-key accepts any
+    return openai.OpenAI(**kwargs)

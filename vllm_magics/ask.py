@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, Iterable
 
 from vllm_magics.answer import Answer, AnswerList
-from vllm_magics.client import ChatClient, NoServer, ServerError
+from vllm_magics.chat import ChatClient, NoServer, ServerError
 from vllm_magics.errors import VllmMagicsError
 from vllm_magics.reasoning import ReasoningSplitter
 
@@ -205,7 +205,7 @@ def explain(exc: Exception, client: ChatClient) -> str:
     if isinstance(exc, NoServer):
         return f"nothing answers at {client.base_url}: is the server running? (%vllm_status, %vllm_serve)"
     if isinstance(exc, ServerError):
-        from vllm_magics.client import error_message
+        from vllm_magics.chat import error_message
 
         detail = error_message(exc.status or 0, exc.body) if exc.body is not None else str(exc)
         if exc.status is None and exc.body is None:

@@ -35,3 +35,9 @@ def get_json(base_url: str, path: str, timeout: float = 2.0, api_key: str | None
         return status, json.loads(body)
     except ValueError:
         return status, None
+
+
+def get_text(base_url: str, path: str, timeout: float = 2.0) -> tuple[int, str]:
+    """(status, body as text); raises OSError when nothing answers."""
+    status, body = _request(base_url, path, timeout)
+    return status, body.decode("utf-8", errors="replace")

@@ -77,6 +77,8 @@ class VllmMagics(Magics):
         self.server = None  # vllm_magics.server.VllmServer
         self._conversations = None  # vllm_magics.ask.Conversations, made on first %%ask
         self._vllm_urls: dict[str, bool] = {}  # base URL -> is it a vLLM server
+        self._last_metrics: dict = {}  # base URL -> MetricsSnapshot (tokens/s needs two samples)
+        self.tunnels = None  # vllm_magics.tunnel.TunnelManager, made by %ngrok_up
         atexit.register(self._stop_at_exit)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -460,7 +462,7 @@ class VllmMagics(Magics):
         return params
 
     def _ask_client(self, args):
-        from vllm_magics.client import ChatClient
+        from vllm_magics.chat import ChatClient
 
         timeout = args.timeout or self.request_timeout
         url = args.url or self.url
@@ -519,7 +521,7 @@ class VllmMagics(Magics):
 
     def _ask_each(self, args, cell, ns, params, client, model, system):
         from vllm_magics import ask as ask_mod
-        from vllm_magics.client import ChatClient
+        from vllm_magics.chat import ChatClient
         from vllm_magics.display import BatchProgress
 
         if args.each not in ns:
@@ -559,7 +561,7 @@ class VllmMagics(Magics):
         except ask_mod.AskError as exc:
             raise UsageError(str(exc)) from None
         except Exception as exc:
-            from vllm_magics.client import NoServer, ServerError
+            from vllm_magics.chat import NoServer, ServerError
 
             if isinstance(exc, (NoServer, ServerError)):
                 raise UsageError(ask_mod.explain(exc, client)) from None
@@ -579,6 +581,110 @@ class VllmMagics(Magics):
             return
         n = self._conversations.reset(args.thread)
         print(f"Forgot {n} conversation{'s' if n != 1 else ''}." if n else f"No conversation named {args.thread}.")
+
+
+    # -- %vllm_status ------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("--url", default=None, help="Another server (default: the managed one)")
+    @argument("--api-key-env", default=None, metavar="NAME", help="Environment variable holding the key for --url")
+    @argument("--json", action="store_true", help="Return the figures as a dict (keys: vllm_magics.status)")
+    @argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+              help="Refresh every SECONDS (default 2) until interrupted or --count times, with plots")
+    @argument("--count", type=int, default=None, help="With --watch: stop after this many refreshes")
+    @argument("-n", "--lines", type=int, default=15, help="Log lines to include (default 15)")
+    @argument("--no-widgets", action="store_true", help="With --watch: plain display updates, no ipywidgets")
+    @line_magic
+    def vllm_status(self, line=""):
+        """What the server is doing: process, health, model, GPU, KV cache, requests, tokens/s, tunnel, log."""
+        args = _parse(self.vllm_status, line)
+        if args.watch is not None and args.watch <= 0:
+            raise UsageError("--watch takes a positive number of seconds")
+        if args.count is not None and args.count < 1:
+            raise UsageError("--count must be at least 1")
+        sample = self._status_sampler(args)
+        if args.json:
+            return sample()
+        from vllm_magics.display import StatusCard
+
+        if args.watch is None:
+            return self._show(StatusCard(sample()))
+        self._watch_status(sample, args)
+
+    def _status_sampler(self, args):
+        from vllm_magics import gpu
+        from vllm_magics.status import Unreachable, collect_status
+
+        server, key = None, None
+        url = args.url or self.url
+        if url:
+            key_env = args.api_key_env or self.api_key_env
+            key = os.environ.get(key_env) if key_env else None
+            if self.server is not None and url.rstrip("/").removesuffix("/v1") == self.server.base_url:
+                server, key = self.server, key or self.server.api_key
+        else:
+            server = self.server
+            if server is None:
+                raise UsageError("no server: start one with %vllm_serve MODEL, or pass --url")
+            url, key = server.base_url, server.api_key
+        tunnel_url = None
+        if self.tunnels is not None:
+            open_ = self.tunnels.list()
+            tunnel_url = open_[0].public_url if open_ else None
+
+        def sample():
+            base = url.rstrip("/").removesuffix("/v1")
+            try:
+                status, snap = collect_status(base, key, server=server, previous=self._last_metrics.get(base),
+                                              tunnel_url=tunnel_url, query_gpus=gpu.query_gpus,
+                                              log_lines=max(args.lines, 0))
+            except Unreachable as exc:
+                raise UsageError(str(exc)) from None
+            if snap is not None:
+                self._last_metrics[base] = snap
+            return status
+
+        return sample
+
+    def _watch_status(self, sample, args):
+        from vllm_magics.display import StatusCard
+
+        history, handle, widget = [], None, None
+        notebook = self._in_notebook()
+        if notebook and not args.no_widgets and "google.colab" not in __import__("sys").modules:
+            try:  # a widget updates in place without new output messages; Colab's widget support is shaky
+                import ipywidgets
+
+                widget = ipywidgets.HTML()
+            except ImportError:
+                widget = None
+        n = 0
+        try:
+            while args.count is None or n < args.count:
+                status = sample()
+                m = status.get("metrics") or {}
+                history.append((time.monotonic(), m.get("generation_tokens_per_s"), m.get("kv_cache_usage")))
+                card = StatusCard(status, history[-120:])
+                if widget is not None:
+                    widget.value = card.html()
+                    if n == 0:
+                        from IPython.display import display
+
+                        display(widget)
+                elif notebook:
+                    from IPython.display import display
+
+                    if handle is None:
+                        handle = display(card, display_id=True)
+                    else:
+                        handle.update(card)
+                else:
+                    print(card.text() + "\n", flush=True)
+                n += 1
+                if args.count is not None and n >= args.count:
+                    break
+                time.sleep(args.watch)
+        except KeyboardInterrupt:
+            pass  # stopping a watch is the normal way to end it
 
 
 def describe_running(magics: VllmMagics) -> str | None:

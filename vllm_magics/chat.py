@@ -1,4 +1,4 @@
-"""HTTP client for an OpenAI-compatible server (vLLM first): models, chat, streaming chat.
+"""Chat over HTTP with an OpenAI-compatible server (vLLM first): models, chat, streaming chat.
 
 Plain module, no IPython. `requests` is imported when a client is made, not when this module is.
 

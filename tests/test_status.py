@@ -1,0 +1,100 @@
+"""%vllm_status: metrics parsing, the status dict, the card (no server needed here)."""
+import pytest
+
+from helpers import FIXTURES
+from vllm_magics import gpu
+from vllm_magics.display import StatusCard, sparkline_svg, sparkline_text
+from vllm_magics.metrics import Histogram, generation_rate, parse_metrics
+
+METRICS = FIXTURES / "metrics"
+JSON_KEYS = {"url", "api_key", "collected_at", "took_ms", "process", "health", "version", "models", "models_error",
+             "gpus", "metrics", "tunnel", "log_tail", "diagnoses"}
+METRIC_KEYS = {"requests_running", "requests_waiting", "kv_cache_usage", "prompt_tokens_total",
+               "generation_tokens_total", "generation_tokens_per_s", "preemptions_total", "requests_finished",
+               "time_to_first_token", "e2e_latency", "inter_token_latency"}
+
+
+def test_vllm_0_32_metrics():
+    snap = parse_metrics((METRICS / "vllm-0.32.0-cpu-smollm2.txt").read_text(), taken_at=10.0)
+    d = snap.as_dict()
+    assert set(d) == METRIC_KEYS
+    assert d["prompt_tokens_total"] == 182 and d["generation_tokens_total"] == 37
+    assert d["requests_finished"]["stop"] == 4 and d["requests_finished"]["length"] == 1
+    assert d["kv_cache_usage"] == 0.0 and d["requests_running"] == 0
+    ttft = d["time_to_first_token"]
+    assert ttft["count"] == 5 and 0.04 <= ttft["p50_s"] <= 0.06 and ttft["p50_s"] <= ttft["p90_s"] <= ttft["p99_s"]
+    assert d["generation_tokens_per_s"] is None  # one sample only
+
+
+def test_older_metric_names_are_read():
+    snap = parse_metrics((METRICS / "vllm-v0-gpu-cache-usage.txt").read_text())
+    assert snap.gauges == {"requests_running": 0.0, "requests_waiting": 0.0, "kv_cache_usage": 0.0}
+
+
+def test_histogram_quantiles_interpolate_like_prometheus():
+    h = Histogram([(0.1, 2.0), (0.5, 6.0), (1.0, 10.0), (float("inf"), 10.0)], count=10, total=4.0)
+    assert h.quantile(0.5) == pytest.approx(0.1 + 0.4 * 3 / 4)
+    assert h.quantile(0.1) == pytest.approx(0.05) and h.quantile(1.0) == pytest.approx(1.0)
+    assert Histogram([], 0).quantile(0.5) is None and h.mean == 0.4
+
+
+def test_generation_rate_needs_two_samples_and_survives_restarts():
+    text = (METRICS / "vllm-0.32.0-cpu-smollm2.txt").read_text()
+    a = parse_metrics(text, taken_at=100.0)
+    b = parse_metrics(text.replace("vllm:generation_tokens_total{", "X{").replace(
+        "# TYPE vllm:generation_tokens_total", "# TYPE X") + 'vllm:generation_tokens_total{engine="0"} 137.0\n',
+        taken_at=102.0)
+    assert generation_rate(a, b) == pytest.approx(50.0)
+    assert generation_rate(b, a) is None and generation_rate(None, a) is None
+
+
+def status_dict(gpus=()):
+    snap = parse_metrics((METRICS / "vllm-0.32.0-cpu-smollm2.txt").read_text())
+    from vllm_magics.status import _gpu_dict
+
+    return {"url": "http://127.0.0.1:8000", "api_key": "vm-…abcd", "collected_at": "now", "took_ms": 3.0,
+            "process": {"state": "ready", "pid": 11, "pgid": 10, "exit_code": None, "uptime_s": 75.0,
+                        "host": "127.0.0.1", "port": 8000, "model": "m", "log_path": "/x", "detach": False,
+                        "adopted": False},
+            "health": {"status": 200, "ok": True}, "version": "0.32.0",
+            "models": [{"id": "m", "root": "m", "max_model_len": 8192}], "models_error": None,
+            "gpus": [_gpu_dict(g) for g in gpus], "metrics": snap.as_dict(), "tunnel": None,
+            "log_tail": ["INFO <b>line</b>"], "diagnoses": []}
+
+
+@pytest.mark.parametrize("folder, expected", [
+    ("h100-80gb", "GPU 0          NVIDIA H100 80GB HBM3: 0 / 81559 MiB, 0% busy"),
+    ("t4-15gb", "GPU 0          Tesla T4: 0 / 15360 MiB, 0% busy"),
+])
+def test_gpu_section_from_nvidia_smi_recordings(folder, expected):
+    gpus = gpu.parse_query_csv((FIXTURES / "nvidia-smi" / folder / "query-csv.txt").read_text())
+    card = StatusCard(status_dict(gpus))
+    assert expected in card.text()
+    assert card.status["gpus"][0]["compute_capability"] in ("9.0", "7.5")
+
+
+def test_card_views_escape_and_plot():
+    card = StatusCard(status_dict(), history=[(0, 10.0, 0.1), (1, 30.0, 0.5), (2, None, 0.2)])
+    html = card.html()
+    assert "vLLM server: ready" in html and "&lt;b&gt;line" in html and "<b>line" not in html
+    assert html.count("<svg") == 2 and "182 in, 37 out" in html
+    assert "ready, pid 11, up 75.0 s" in card.text() and "tokens/s" in card.text()
+    assert sparkline_text([0, 5, 10]) == "▁▄█" and sparkline_svg([1]) == ""
+
+
+def test_dead_server_card():
+    s = status_dict()
+    s["process"].update(state="exited", exit_code=0)
+    s["health"] = {"status": None, "ok": False}
+    s["metrics"] = None
+    s["diagnoses"] = [{"key": "engine_died", "summary": "vLLM's engine process stopped", "fix": "read the log"}]
+    text = StatusCard(s).text()
+    assert text.startswith("vLLM server: exited (code 0)") and "Why: vLLM's engine process stopped" in text
+
+
+def test_json_keys_are_the_documented_ones():
+    import vllm_magics.status as status_module
+
+    assert set(status_dict()) == JSON_KEYS
+    for key in JSON_KEYS:
+        assert f"`{key}`" in status_module.__doc__
