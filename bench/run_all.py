@@ -3,6 +3,6 @@ import pathlib
 import runpy
 
 HERE = pathlib.Path(__file__).resolve().parent
-for name in ("load_ext_cost", "readiness_delay", "ask_overhead"):
+for name in ("load_ext_cost", "readiness_delay", "ask_overhead", "status_time"):
     print(f"== {name}")
     runpy.run_path(str(HERE / f"{name}.py"), run_name="__main__")

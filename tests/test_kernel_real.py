@@ -113,3 +113,22 @@ def test_ask_streams_in_place_and_an_interrupt_aborts_the_request(kernel, smollm
     assert "Interrupted" in final["text/plain"] and len(final["text/plain"]) > 80
     assert wait_until(lambda: running_requests(url) == 0, 5)
     assert printed(run(kc, "print(_ask.interrupted, len(_ask.text) > 20)")).split() == ["True", "True"]
+
+
+def test_status_watch_uses_a_widget_or_display_updates(kernel, smollm2_server):
+    km, kc = kernel
+    run(kc, "%load_ext vllm_magics\nimport os\n"
+            f"os.environ['VLLM_MAGICS_TEST_KEY'] = {smollm2_server.api_key!r}")
+    opts = f"--url {smollm2_server.base_url} --api-key-env VLLM_MAGICS_TEST_KEY --watch 0.2 --count 4"
+    messages = run(kc, f"%vllm_status {opts}")
+    kinds = [m["msg_type"] for m in messages if m["msg_type"] != "status"]
+    # A widget: one view, then its value changes through comm messages (no new outputs).
+    assert kinds.count("display_data") == 1 and "comm_open" in kinds
+    updates = [m for m in messages if m["msg_type"] == "comm_msg"
+               and "vLLM server: ready" in str(m["content"]["data"].get("state", {}).get("value", ""))]
+    assert len(updates) >= 3
+    assert "<svg" in updates[-1]["content"]["data"]["state"]["value"]  # the plots, from the 2nd sample on
+
+    messages = run(kc, f"%vllm_status {opts} --no-widgets")
+    kinds = [m["msg_type"] for m in messages if m["msg_type"] != "status"]
+    assert kinds.count("display_data") == 1 and kinds.count("update_display_data") == 3

@@ -16,7 +16,8 @@ def test_load_ext_imports_nothing_heavy():
             "print(json.dumps(sorted(set(sys.modules) - before)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     added = json.loads(out.stdout.strip().splitlines()[-1])
-    heavy = {"vllm", "torch", "pyngrok", "requests", "jinja2", "ipywidgets", "transformers", "numpy"}
+    heavy = {"vllm", "torch", "pyngrok", "requests", "jinja2", "ipywidgets", "transformers", "numpy",
+             "prometheus_client", "pygments", "openai"}
     assert not heavy & {m.split(".")[0] for m in added}, added
     assert {"vllm_magics", "vllm_magics.magics"} <= set(added)
 
