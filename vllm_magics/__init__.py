@@ -8,7 +8,8 @@ are imported when a magic needs them.
 """
 __version__ = "0.1.0"
 
-_MAGIC_NAMES = {"line": ("vllm_serve", "vllm_stop", "vllm_logs", "vllm_status", "ask_reset"), "cell": ("ask",)}
+_MAGIC_NAMES = {"line": ("vllm_serve", "vllm_stop", "vllm_logs", "vllm_status", "ask_reset", "ngrok_up",
+                         "ngrok_down"), "cell": ("ask",)}
 
 
 def load_ipython_extension(ipython):
@@ -46,6 +47,18 @@ def current_server():
     ip = get_ipython()
     magics = getattr(ip, "_vllm_magics", None) if ip is not None else None
     return magics.server if magics is not None else None
+
+
+def current_tunnel():
+    """The first tunnel %ngrok_up opened in this IPython session (`.public_url`, `.openai_base_url`), or None."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    ip = get_ipython()
+    magics = getattr(ip, "_vllm_magics", None) if ip is not None else None
+    tunnels = magics.tunnels.list() if magics is not None and magics.tunnels is not None else []
+    return tunnels[0] if tunnels else None
 
 
 def client(**kwargs):
