@@ -44,6 +44,7 @@ def shell():
     from IPython.core.interactiveshell import InteractiveShell
 
     ip = InteractiveShell.instance()
+    ip.config.pop("VllmMagics", None)  # %config of an earlier test lives in the shared shell's config
     ip.run_line_magic("load_ext", "vllm_magics")
     ip.run_line_magic("config", f"VllmMagics.vllm_command = [{str(VLLM_BIN)!r}]")
     yield ip
@@ -51,6 +52,7 @@ def shell():
     if magics is not None and magics.server is not None:
         magics.server.stop(now=True)
     ip.run_line_magic("unload_ext", "vllm_magics")
+    ip.config.pop("VllmMagics", None)
 
 
 def _start_session_server(tmp_path_factory, model, extra):

@@ -158,3 +158,17 @@ def test_a_server_that_never_answers_times_out(shell):
             shell.run_cell_magic("ask", f"--url http://127.0.0.1:{port}/v1 --model m --timeout 1", "hi")
     finally:
         listener.close()
+
+
+def test_64_concurrent_questions_lose_nothing_and_keep_their_order(managed, smollm2_server):
+    shell = managed(smollm2_server)
+    shell.user_ns["numbers"] = list(range(64))
+    shell.run_cell_magic("ask", "--each numbers --concurrency 64 --temperature 0 --max-tokens 12 --out got",
+                         "Repeat this number and nothing else: {{ item }}")
+    got = shell.user_ns["got"]
+    assert len(got) == 64 and all(a.ok and a.text.strip() for a in got), [a.error for a in got if not a.ok]
+    assert [a.index for a in got] == list(range(64))
+    assert [a.request["messages"][-1]["content"] for a in got] == [
+        f"Repeat this number and nothing else: {i}" for i in range(64)]
+    # The model itself echoes its number in most answers: the answers are not shuffled.
+    assert sum(str(i) in a.text for i, a in enumerate(got)) >= 48

@@ -22,7 +22,10 @@ def _tokens(line: str) -> list[str]:
     """Shell-like words (quotes removed, as in a terminal): `--params '{"a": 1}'` is one word."""
     from IPython.utils.process import arg_split
 
-    return arg_split(line, posix=True)
+    try:
+        return arg_split(line, posix=True)
+    except ValueError as exc:  # shlex: "No closing quotation"
+        raise UsageError(f"{exc.args[0].lower()} in: {line}") from None
 
 
 def _parse(magic_method, line: str):
