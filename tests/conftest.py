@@ -55,6 +55,16 @@ def shell():
     ip.config.pop("VllmMagics", None)
 
 
+@pytest.fixture
+def managed(shell):
+    """Point the extension at a session server as if %vllm_serve had started it (and let go after)."""
+    def use(server):
+        shell._vllm_magics.server = server
+        return shell
+    yield use
+    shell._vllm_magics.server = None  # the session server outlives this test
+
+
 def _start_session_server(tmp_path_factory, model, extra):
     from helpers import free_port
     from vllm_magics.plan import plan_serve

@@ -10,16 +10,6 @@ from helpers import free_port
 pytestmark = pytest.mark.server
 
 
-@pytest.fixture
-def managed(shell):
-    """Point the extension at a session server as if %vllm_serve had started it."""
-    def use(server):
-        shell._vllm_magics.server = server
-        return shell
-    yield use
-    shell._vllm_magics.server = None  # the session server outlives this test
-
-
 def think_close_id(server) -> int:
     req = urllib.request.Request(f"{server.base_url}/tokenize", json.dumps(
         {"model": server.plan.model, "prompt": "</think>", "add_special_tokens": False}).encode(),

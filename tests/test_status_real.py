@@ -9,15 +9,6 @@ from helpers import wait_until
 pytestmark = pytest.mark.server
 
 
-@pytest.fixture
-def managed(shell):
-    def use(server):
-        shell._vllm_magics.server = server
-        return shell
-    yield use
-    shell._vllm_magics.server = None
-
-
 def test_figures_move_during_a_batch_and_settle(managed, smollm2_server):
     shell = managed(smollm2_server)
     before = shell.run_line_magic("vllm_status", "--json")

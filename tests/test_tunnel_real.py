@@ -82,6 +82,9 @@ def test_share_ask_and_openai_through_the_tunnel_then_scan_for_the_token(sharing
     created = [r["body"] for r in requests_seen if r["method"] == "POST" and r["path"] == "/api/endpoints"]
     assert created and all(body.get("inspect") is False for body in created)
 
+    status = shell.run_line_magic("vllm_status", "--json")
+    assert status["tunnel"] == {"public_url": tunnel.public_url}
+
     shell.run_line_magic("ngrok_up", "--list")
     shell.run_line_magic("ngrok_down", "")
     assert "Closed" in capsys.readouterr().out and shell._vllm_magics.tunnels.list() == []

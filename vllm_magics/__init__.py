@@ -38,25 +38,25 @@ def unload_ipython_extension(ipython):
             print(note)
 
 
-def current_server():
-    """The server the extension manages in this IPython session (a `VllmServer`), or None."""
+def _magics():
+    """The extension's VllmMagics in the running IPython, or None."""
     try:
         from IPython import get_ipython
     except ImportError:
         return None
     ip = get_ipython()
-    magics = getattr(ip, "_vllm_magics", None) if ip is not None else None
+    return getattr(ip, "_vllm_magics", None) if ip is not None else None
+
+
+def current_server():
+    """The server the extension manages in this IPython session (a `VllmServer`), or None."""
+    magics = _magics()
     return magics.server if magics is not None else None
 
 
 def current_tunnel():
     """The first tunnel %ngrok_up opened in this IPython session (`.public_url`, `.openai_base_url`), or None."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    ip = get_ipython()
-    magics = getattr(ip, "_vllm_magics", None) if ip is not None else None
+    magics = _magics()
     tunnels = magics.tunnels.list() if magics is not None and magics.tunnels is not None else []
     return tunnels[0] if tunnels else None
 

@@ -1,0 +1,258 @@
+"""%%ask and %ask_reset: questions to the model, streamed and rendered."""
+from __future__ import annotations
+
+import json
+import os
+
+from IPython.core.error import UsageError
+from IPython.core.magic import cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+from traitlets import Bool, Float, Integer, Unicode
+
+from vllm_magics.magics_base import MagicsBase, _parse
+
+
+@magics_class
+class AskMagics(MagicsBase):
+    """Settings and magics that ask the model."""
+
+    model = Unicode("", help="Model for %%ask (default: the first one the server lists).").tag(config=True)
+    system = Unicode("", help="System prompt for %%ask.").tag(config=True)
+    temperature = Float(None, allow_none=True, help="Sampling temperature for %%ask.").tag(config=True)
+    top_p = Float(None, allow_none=True, help="top_p for %%ask.").tag(config=True)
+    max_tokens = Integer(None, allow_none=True, help="max_tokens for %%ask.").tag(config=True)
+    seed = Integer(None, allow_none=True, help="Sampling seed for %%ask.").tag(config=True)
+    concurrency = Integer(16, help="Requests in flight at once for %%ask --each.").tag(config=True)
+    request_timeout = Float(600.0, help="Seconds %%ask waits for the server to send something.").tag(config=True)
+    hide_reasoning = Bool(False, help="Leave the reasoning block out of %%ask's display.").tag(config=True)
+    stream_updates_per_second = Float(15.0, help="How often a streaming answer is redrawn.").tag(config=True)
+
+    # -- %%ask -------------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("--model", default=None, help="Model name (default: the first the server lists)")
+    @argument("--system", default=None, help="System prompt")
+    @argument("--temperature", type=float, default=None, help="Sampling temperature")
+    @argument("--top-p", type=float, default=None, help="Nucleus sampling top_p")
+    @argument("--max-tokens", type=int, default=None, help="Most tokens to generate")
+    @argument("--seed", type=int, default=None, help="Sampling seed")
+    @argument("--stop", action="append", default=None, help="Stop string (repeat for several)")
+    @argument("--params", default=None, metavar="JSON|VAR", help='Extra request fields: a JSON object, e.g. '
+              '\'{"top_k": 20}\', or the name of a dict variable')
+    @argument("--no-stream", action="store_true", help="Wait for the whole answer instead of streaming")
+    @argument("--hide-reasoning", action="store_true", help="Do not show the reasoning block")
+    @argument("--out", default=None, metavar="VAR", help="Also store the Answer in this variable")
+    @argument("--url", default=None, help="Any OpenAI-compatible server, e.g. http://host:8000/v1")
+    @argument("--api-key-env", default=None, metavar="NAME", help="Environment variable holding the key for --url")
+    @argument("-c", "--continue", dest="cont", action="store_true", help="Continue the last conversation")
+    @argument("--thread", default=None, metavar="NAME", help="Continue (or start) a named conversation")
+    @argument("--no-template", action="store_true", help="Send the cell as written (no {{ }} templating)")
+    @argument("--each", default=None, metavar="NAME", help="Ask once per item of the iterable NAME ({{ item }})")
+    @argument("--concurrency", type=int, default=None, help="Requests in flight at once with --each")
+    @argument("--timeout", type=float, default=None, help="Seconds to wait for the server to send something")
+    @cell_magic
+    def ask(self, line="", cell=""):
+        """Send the cell to the model and show the answer as it streams, reasoning apart.
+
+        The cell is a jinja2 template over your variables ({{ text }}, {% for %}); code in
+        backticks or fences is sent as written. Example:
+
+            %%ask --temperature 0
+            What is the capital of {{ country }}?
+        """
+        from vllm_magics import ask as ask_mod
+
+        args = _parse(self.ask, line)
+        if not (cell or "").strip():
+            raise UsageError("%%ask needs a prompt in the cell body, e.g.\n%%ask\nWhat is vLLM?")
+        if args.each and (args.cont or args.thread):
+            raise UsageError("--each sends independent prompts: it cannot continue a conversation")
+        params = self._request_params(args)
+        client = self._ask_client(args)
+        if self._is_vllm(client):
+            params.setdefault("return_token_ids", True)  # exact reasoning token counts
+        model = args.model or self.model or self._managed_model(client)
+        system = args.system if args.system is not None else (self.system or None)
+        ns = self.shell.user_ns if self.shell is not None else {}
+        if self._conversations is None:
+            self._conversations = ask_mod.Conversations()
+        convs = self._conversations
+
+        if args.each:
+            return self._ask_each(args, cell, ns, params, client, model, system)
+        try:
+            prompt = cell.strip("\n") if args.no_template else ask_mod.render_prompt(cell.strip("\n"), ns)
+        except ask_mod.TemplateError as exc:
+            raise UsageError(str(exc)) from None
+        thread = args.thread or (convs.last or convs.DEFAULT if args.cont else None)
+        history = convs.history(thread) if thread else []
+        messages = ask_mod.build_messages(prompt, system, history)
+        from vllm_magics.display import LiveAnswer
+
+        live = LiveAnswer(self._in_notebook(), hide_reasoning=args.hide_reasoning or self.hide_reasoning,
+                          updates_per_second=self.stream_updates_per_second)
+        answer = None
+        try:
+            answer = ask_mod.ask(client, messages, params, model=model, stream=not args.no_stream,
+                                 on_update=live.update, answer=live.answer)
+        except KeyboardInterrupt:
+            answer = live.answer
+            live.finish(answer)
+            self._store_answer(answer, args.out)
+            raise UsageError("interrupted: the partial answer stays above (and in _ask)") from None
+        except ask_mod.AskError as exc:
+            if exc.answer is not None and (exc.answer.text or exc.answer.reasoning):
+                live.finish(exc.answer)
+                self._store_answer(exc.answer, args.out)
+            raise UsageError(str(exc)) from None
+        live.finish(answer)
+        convs.record(thread or convs.DEFAULT, prompt, answer)
+        self._store_answer(answer, args.out)
+
+    def _request_params(self, args) -> dict:
+        params = {}
+        for key, given, default in (("temperature", args.temperature, self.temperature),
+                                    ("top_p", args.top_p, self.top_p),
+                                    ("max_tokens", args.max_tokens, self.max_tokens),
+                                    ("seed", args.seed, self.seed)):
+            value = given if given is not None else default
+            if value is not None:
+                params[key] = value
+        if args.stop:
+            params["stop"] = args.stop
+        if args.params:
+            ns = self.shell.user_ns if self.shell is not None else {}
+            if args.params.isidentifier() and isinstance(ns.get(args.params), dict):
+                extra = ns[args.params]  # a dict variable: no quoting trouble with JSON on the line
+            else:
+                try:
+                    extra = json.loads(args.params)
+                except ValueError as exc:
+                    raise UsageError(f"--params must be a JSON object or the name of a dict variable: {exc}"
+                                     ) from None
+            if not isinstance(extra, dict):
+                raise UsageError("--params must be a JSON object, e.g. '{\"top_k\": 20}'")
+            params.update(extra)
+        if args.max_tokens is not None and args.max_tokens < 1:
+            raise UsageError("--max-tokens must be at least 1")
+        return params
+
+    def _ask_client(self, args):
+        from vllm_magics.chat import ChatClient
+
+        timeout = args.timeout or self.request_timeout
+        url = args.url or self.url
+        key_env = args.api_key_env or self.api_key_env
+        key = None
+        if key_env:
+            key = os.environ.get(key_env)
+            if not key:
+                raise UsageError(f"the environment variable {key_env} is not set (it should hold the API key)")
+        if url:
+            server = self._current()
+            if key is None and server is not None and url.rstrip("/").removesuffix("/v1") == server.base_url:
+                key = server.api_key
+            return ChatClient(url, key, timeout=timeout)
+        server = self.server
+        if server is None:
+            raise UsageError("no server: start one with %vllm_serve MODEL, or pass --url")
+        if not server.is_alive():
+            raise UsageError(f"the vLLM server has exited (code {server.exit_code()}): %vllm_logs shows why, "
+                             "%vllm_serve starts it again")
+        return ChatClient(server.base_url, key or server.api_key, timeout=timeout)
+
+    def _managed_model(self, client) -> str | None:
+        """The managed server's model name (known: no /v1/models round trip per question)."""
+        server = self.server
+        if server is not None and client.base_url == server.base_url:
+            from vllm_magics.plan import served_model_name
+
+            return served_model_name(server.plan)
+        return None
+
+    def _is_vllm(self, client) -> bool:
+        """Whether the server is vLLM (it then accepts vLLM-only request fields). Asked once per URL."""
+        server = self.server
+        if server is not None and client.base_url == server.base_url:
+            return True
+        cache = self._vllm_urls
+        if client.base_url not in cache:
+            from vllm_magics.health import get_json
+
+            try:
+                status, body = get_json(client.base_url, "/version", timeout=2.0)
+                cache[client.base_url] = status == 200 and isinstance(body, dict) and "version" in body
+            except OSError:
+                cache[client.base_url] = False
+        return cache[client.base_url]
+
+    def _store_answer(self, answer, out):
+        if self.shell is None:
+            return
+        self.shell.user_ns["_ask"] = answer
+        if out:
+            if not out.isidentifier():
+                raise UsageError(f"--out needs a variable name, not {out!r}")
+            self.shell.user_ns[out] = answer
+
+    def _ask_each(self, args, cell, ns, params, client, model, system):
+        from vllm_magics import ask as ask_mod
+        from vllm_magics.chat import ChatClient
+        from vllm_magics.display import BatchProgress
+
+        if args.each not in ns:
+            raise UsageError(f"--each {args.each}: there is no variable named {args.each}")
+        items = ns[args.each]
+        if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+            raise UsageError(f"--each {args.each}: it must be a list or other iterable of items, "
+                             f"not {type(items).__name__}")
+        items = list(items.itertuples(index=False) if hasattr(items, "itertuples") else items)
+        prompts = []
+        for item in items:
+            try:
+                text = cell.strip("\n") if args.no_template else ask_mod.render_prompt(
+                    cell.strip("\n"), {**ns, "item": item})
+            except ask_mod.TemplateError as exc:
+                raise UsageError(str(exc)) from None
+            prompts.append(text)
+        messages = [ask_mod.build_messages(p, system) for p in prompts]
+        concurrency = args.concurrency or self.concurrency
+        if concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        progress = BatchProgress(len(prompts), self._in_notebook())
+        base, key, timeout = client.base_url, client.session.headers.get("Authorization"), client.timeout
+
+        def factory():
+            c = ChatClient(base, None, timeout=timeout)
+            if key:
+                c.session.headers["Authorization"] = key
+            return c
+
+        try:
+            model = model or client.default_model()
+            results = ask_mod.ask_many(factory, messages, params, model=model, concurrency=concurrency,
+                                       prompts=prompts, on_progress=progress.update)
+        except KeyboardInterrupt:
+            raise UsageError("interrupted: the batch was stopped (requests in flight were aborted)") from None
+        except ask_mod.AskError as exc:
+            raise UsageError(str(exc)) from None
+        except Exception as exc:
+            from vllm_magics.chat import NoServer, ServerError
+
+            if isinstance(exc, (NoServer, ServerError)):
+                raise UsageError(ask_mod.explain(exc, client)) from None
+            raise
+        progress.finish(results)
+        self._store_answer(results, args.out)
+        self._show(results) if self._in_notebook() else print(repr(results))
+
+    @magic_arguments()
+    @argument("thread", nargs="?", default=None, help="The conversation to forget (default: all)")
+    @line_magic
+    def ask_reset(self, line=""):
+        """Forget %%ask conversations (all, or the named one)."""
+        args = _parse(self.ask_reset, line)
+        if self._conversations is None:
+            print("No conversation to forget.")
+            return
+        n = self._conversations.reset(args.thread)
+        print(f"Forgot {n} conversation{'s' if n != 1 else ''}." if n else f"No conversation named {args.thread}.")

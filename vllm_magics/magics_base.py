@@ -1,0 +1,76 @@
+"""What every group of magics shares: argument parsing, the managed server, showing results.
+
+Only IPython and traitlets are imported at module level (already loaded in any IPython), so
+`%load_ext vllm_magics` stays instant; everything else is imported when a magic runs.
+"""
+from __future__ import annotations
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, magics_class
+from traitlets import Unicode
+
+
+def _tokens(line: str) -> list[str]:
+    """Shell-like words (quotes removed, as in a terminal): `--params '{"a": 1}'` is one word."""
+    from IPython.utils.process import arg_split
+
+    try:
+        return arg_split(line, posix=True)
+    except ValueError as exc:  # shlex: "No closing quotation"
+        raise UsageError(f"{exc.args[0].lower()} in: {line}") from None
+
+
+def _parse(magic_method, line: str):
+    """Parse a magic's arguments with its @magic_arguments parser (errors become UsageError)."""
+    return magic_method.parser.parse_args(_tokens(line))
+
+
+def _split_passthrough(line: str) -> tuple[list[str], list[str]]:
+    """`MODEL --port 1 -- --any vllm flag` -> (["MODEL", "--port", "1"], ["--any", "vllm", "flag"])."""
+    tokens = _tokens(line)
+    if "--" in tokens:
+        i = tokens.index("--")
+        return tokens[:i], tokens[i + 1:]
+    return tokens, []
+
+
+@magics_class
+class MagicsBase(Magics):
+    """Shared settings and helpers; the magics live in the subclasses (serve, ask, status, tunnel)."""
+
+    url = Unicode("", help="%%ask sends to this OpenAI-compatible server instead of the managed one, "
+                  "e.g. http://127.0.0.1:8000/v1").tag(config=True)
+    api_key_env = Unicode("", help="Environment variable holding the API key for `url`.").tag(config=True)
+    runtime_dir = Unicode("", help="Where logs and server state live (default: $VLLM_MAGICS_HOME or "
+                          "~/.cache/vllm_magics).").tag(config=True)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _runtime_dir(self):
+        from vllm_magics.server import default_runtime_dir
+
+        return self.runtime_dir or default_runtime_dir()
+
+    def _in_notebook(self) -> bool:
+        # Terminal IPython and plain InteractiveShell print lines; kernels get live display updates.
+        return self.shell is not None and getattr(self.shell, "kernel", None) is not None
+
+    def _current(self):
+        if self.server is not None and self.server.is_alive():
+            return self.server
+        return None
+
+    def _show(self, obj):
+        if self._in_notebook():
+            from IPython.display import display
+
+            display(obj)
+        else:
+            print(obj.text(), flush=True)
+
+
+def served_model_name_or_default(server) -> str:
+    if server is None:
+        return "MODEL"
+    from vllm_magics.plan import served_model_name
+
+    return served_model_name(server.plan)

@@ -1,0 +1,278 @@
+"""%vllm_serve, %vllm_stop, %vllm_logs: start, stop and read the managed server."""
+from __future__ import annotations
+
+import time
+
+from IPython.core.error import UsageError
+from IPython.core.magic import line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+from traitlets import Bool, Float, Integer, List, Unicode
+
+from vllm_magics.magics_base import MagicsBase, _parse, _split_passthrough
+
+_FOLLOW_DEFAULT_S = 60.0
+
+
+@magics_class
+class ServeMagics(MagicsBase):
+    """Settings and magics that start and stop the server."""
+
+    host = Unicode("127.0.0.1", help="Address the server binds (127.0.0.1: this machine only; "
+                   "use %ngrok_up to share it).").tag(config=True)
+    port = Integer(8000, help="First port to try for the server.").tag(config=True)
+    strict_port = Bool(False, help="Fail when the port is taken instead of using the next free one."
+                       ).tag(config=True)
+    startup_timeout = Float(1800.0, help="Seconds to wait for readiness (a first start downloads "
+                            "the model: minutes on Colab).").tag(config=True)
+    shutdown_wait_time = Float(10.0, help="Seconds between SIGTERM and SIGKILL when stopping.").tag(config=True)
+    vllm_command = List(Unicode(), default_value=["vllm"], help="The command that runs vLLM's CLI, "
+                        "e.g. ['/path/to/venv/bin/vllm'].").tag(config=True)
+    max_log_bytes = Integer(20_000_000, help="The server log is rotated past this size.").tag(config=True)
+    progress_updates_per_second = Float(4.0, help="How often the startup display refreshes.").tag(config=True)
+
+    def _stop_at_exit(self):
+        server = self.server
+        if server is not None and not server.detach and server.is_alive():
+            server.stop()
+
+    def _card(self, server, headline, ready_seconds=None, notes=()):
+        from vllm_magics.display import ServerCard
+        from vllm_magics.plan import mask_secret
+
+        return ServerCard(headline=headline, model=server.plan.model, base_url=server.base_url,
+                          api_key_masked=mask_secret(server.api_key), pid=server.pid,
+                          log_path=str(server.log_path), ready_seconds=ready_seconds,
+                          defaults=list(server.plan.defaults), notes=list(notes))
+
+    # -- %vllm_serve -------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("model", nargs="?", help="Hugging Face model id or local folder, e.g. "
+              "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")
+    @argument("--port", type=int, default=None, help="Port (default 8000; the next free one if taken)")
+    @argument("--host", default=None, help="Address to bind (default 127.0.0.1)")
+    @argument("--dtype", default=None, help="auto, half, bfloat16, float32 (default: half on GPUs "
+              "below compute capability 8.0 such as the T4)")
+    @argument("--max-model-len", default=None, help="Context length (default on a GPU: 16384, lowered "
+              "if it does not fit)")
+    @argument("--gpu-memory-utilization", type=float, default=None, help="Fraction of GPU memory vLLM may use")
+    @argument("--api-key", default=None, help="Use this API key (default: a random one, never printed whole)")
+    @argument("--no-api-key", action="store_true", help="Serve without an API key (local use only)")
+    @argument("--timeout", type=float, default=None, help="Seconds to wait for readiness")
+    @argument("--dry-run", action="store_true", help="Show the command and defaults; start nothing")
+    @argument("--detach", action="store_true", help="Keep the server running after this kernel exits")
+    @argument("--restart", action="store_true", help="Replace a running server")
+    @argument("--strict-port", action="store_true", help="Fail if the port is taken instead of moving on")
+    @line_magic
+    def vllm_serve(self, line=""):
+        """Start `vllm serve MODEL` in the background and wait until it answers.
+
+        Anything after `--` goes to vLLM unchanged. Example:
+
+            %vllm_serve deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B -- --reasoning-parser deepseek_r1
+        """
+        head, extra = _split_passthrough(line)
+        args = self.vllm_serve.parser.parse_args(head)
+        if not args.model:
+            raise UsageError("which model? e.g. %vllm_serve Qwen/Qwen2.5-0.5B-Instruct (see %vllm_serve?)")
+        if args.api_key and args.no_api_key:
+            raise UsageError("--api-key and --no-api-key contradict each other: choose one")
+        from vllm_magics import gpu as gpu_mod
+        from vllm_magics.plan import plan_serve
+        from vllm_magics.ports import next_free_port, port_holder, port_is_free
+        from vllm_magics.server import VllmServer
+
+        host = args.host or self.host
+        port = args.port or self.port
+        current = self._current()
+        if current is not None:
+            if not args.restart:
+                return self._show(self._card(current, "A vLLM server is already running", notes=[
+                    "%vllm_serve MODEL --restart replaces it; %vllm_stop stops it."]))
+            if not args.dry_run:
+                current.stop()
+                self.server = None
+
+        notes = []
+        if not port_is_free(host, port) and not args.dry_run:
+            adopted = VllmServer.adopt(self._runtime_dir(), port)
+            if adopted is not None and not args.restart and adopted.plan.model == args.model:
+                self.server = adopted
+                return self._show(self._card(adopted, "Adopted the vLLM server already running on this port",
+                                             notes=["Started by vllm_magics in an earlier kernel."]))
+            if adopted is not None and args.restart:
+                adopted.stop()
+            elif adopted is not None:
+                raise UsageError(f"port {port} already serves {adopted.plan.model} (started by vllm_magics, "
+                                 f"pid {adopted.pid}): add --restart to replace it with {args.model}")
+            if not port_is_free(host, port):
+                holder = port_holder(port)
+                who = holder.describe() if holder else "another process"
+                if args.strict_port or self.strict_port:
+                    raise UsageError(f"port {port} is taken by {who}: stop it, or choose another "
+                                     "--port (or drop --strict-port to use the next free one)")
+                new_port = next_free_port(host, port + 1)
+                if new_port is None:
+                    raise UsageError(f"port {port} is taken by {who} and no free port follows it")
+                notes.append(f"Port {port} is taken by {who}; using port {new_port} instead.")
+                port = new_port
+
+        try:
+            plan = plan_serve(
+                args.model, host=host, port=port, dtype=args.dtype, max_model_len=args.max_model_len,
+                gpu_memory_utilization=args.gpu_memory_utilization,
+                api_key=False if args.no_api_key else args.api_key, extra_args=extra,
+                gpus=gpu_mod.query_gpus(), vllm_command=list(self.vllm_command))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if args.dry_run:
+            from vllm_magics.display import StartupView
+
+            view = StartupView(plan.model, plan.command_line(), plan.defaults, "Dry run: nothing started",
+                               notes=notes)
+            return self._show(view)
+
+        timeout = args.timeout or self.startup_timeout
+        server = VllmServer(plan, self._runtime_dir(), detach=args.detach,
+                            shutdown_wait=self.shutdown_wait_time, max_log_bytes=self.max_log_bytes)
+        ready = self._start_and_wait(server, timeout, notes)
+        self.server = server
+        headline = "vLLM is ready" + (" (detached: it outlives this kernel)" if args.detach else "")
+        self._show(self._card(server, headline, ready.seconds, notes))
+
+    def _start_and_wait(self, server, timeout, notes):
+        """Start, show progress, and lower our own --max-model-len default once if vLLM says it
+        does not fit."""
+        from vllm_magics.errors import ServerStartError, ServerTimeout, VllmMagicsError
+        from vllm_magics.plan import suggested_max_model_len
+
+        while True:
+            try:
+                server.start()
+            except VllmMagicsError as exc:
+                raise UsageError(str(exc)) from None
+            try:
+                return self._wait_with_progress(server, timeout, notes)
+            except KeyboardInterrupt:
+                server.stop()
+                raise UsageError("interrupted: the server was stopped before it was ready "
+                                 f"(its log: {server.log_path})") from None
+            except ServerTimeout as exc:
+                self._show_failure(exc)
+                raise UsageError(str(exc)) from None
+            except ServerStartError as exc:
+                server.stop()
+                suggested = None
+                if server.plan.default_max_model_len:
+                    from pathlib import Path
+
+                    suggested = suggested_max_model_len(Path(server.log_path).read_text(errors="replace"))
+                if suggested and suggested < server.plan.default_max_model_len:
+                    notes.append(f"--max-model-len {server.plan.default_max_model_len} did not fit; vLLM "
+                                 f"suggests {suggested}: restarting with --max-model-len {suggested}.")
+                    server.plan = server.plan.with_max_model_len(suggested)
+                    continue
+                self._show_failure(exc)
+                first = exc.diagnoses[0].summary if exc.diagnoses else "see the log lines above"
+                raise UsageError(f"{exc} — {first}") from None
+
+    def _wait_with_progress(self, server, timeout, notes):
+        from vllm_magics.display import StartupView
+
+        view = StartupView(server.plan.model, server.plan.command_line(), server.plan.defaults, notes=notes)
+        notebook = self._in_notebook()
+        handle = None
+        if notebook:
+            from IPython.display import display
+
+            handle = display(view, display_id=True)
+        else:
+            print(view.text().rsplit("\n", 1)[0], flush=True)
+        last = [0.0, None]
+        min_gap = 1.0 / max(self.progress_updates_per_second, 0.1)
+
+        def on_progress(progress, lines):
+            view.phase_label, view.fraction, view.detail = progress.label, progress.fraction, progress.detail
+            view.recent = (view.recent + [ln for ln in lines if ln.strip()])[-8:]
+            if notebook:
+                now = time.monotonic()
+                if now - last[0] >= min_gap or progress.phase == "ready":
+                    last[0] = now
+                    handle.update(view)
+            elif progress.phase != last[1]:
+                last[1] = progress.phase
+                print(f"  [{view.elapsed():5.1f}s] {progress.label}: {progress.detail}", flush=True)
+
+        try:
+            return server.wait_ready(timeout, on_progress)
+        finally:
+            if handle is not None:
+                handle.update(view)
+
+    def _show_failure(self, exc):
+        from vllm_magics.display import FailureReport
+
+        self._show(FailureReport(headline=str(exc), exit_code=exc.exit_code,
+                                 log_path=str(exc.log_path) if exc.log_path else None,
+                                 diagnoses=exc.diagnoses, log_tail=exc.log_tail))
+
+    # -- %vllm_stop --------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("--now", action="store_true", help="SIGKILL at once instead of a graceful stop")
+    @line_magic
+    def vllm_stop(self, line=""):
+        """Stop the managed vLLM server: SIGTERM to its process group, then SIGKILL what is left."""
+        args = _parse(self.vllm_stop, line)
+        server = self.server
+        if server is None:
+            print("No vLLM server is managed by this kernel.")
+            return
+        t0 = time.monotonic()
+        pid = server.pid
+        step = server.stop(now=args.now)
+        left = server.proc.members() if server.proc else []
+        code = server.exit_code()
+        msg = f"Stopped the vLLM server (pid {pid}): {step.value} in {time.monotonic() - t0:.1f} s"
+        if code is not None:
+            msg += f", exit code {code}"
+        print(msg + ("." if not left else f"; still alive: {left}"))
+        print(f"Its log stays at {server.log_path}")
+
+    # -- %vllm_logs --------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("-n", "--lines", type=int, default=40, help="How many lines (default 40)")
+    @argument("--follow", nargs="?", type=float, const=_FOLLOW_DEFAULT_S, default=None, metavar="SECONDS",
+              help=f"Keep printing new lines for SECONDS (default {_FOLLOW_DEFAULT_S:.0f}), until "
+                   "interrupted or the server exits")
+    @line_magic
+    def vllm_logs(self, line=""):
+        """Show the server's log (it is a file on disk; the path is printed first)."""
+        args = _parse(self.vllm_logs, line)
+        if args.lines < 0:
+            raise UsageError("-n must be 0 or more")
+        server = self.server
+        if server is None:
+            raise UsageError("no server has been started in this kernel: %vllm_serve MODEL starts one")
+        from vllm_magics import process
+        from vllm_magics.server import LogFollower
+
+        print(f"==> {server.log_path} ({server.state}) <==")
+        for ln in process.tail_lines(server.log_path, args.lines):
+            print(ln)
+        if args.follow is None:
+            return
+        if args.follow <= 0:
+            raise UsageError("--follow takes a positive number of seconds")
+        follower = LogFollower(server.log_path)
+        follower.skip_to_end()  # what was just shown
+        end = time.monotonic() + args.follow
+        try:
+            while time.monotonic() < end:
+                for ln in follower.read_new_lines():
+                    print(ln, flush=True)
+                if not server.is_alive():
+                    print(f"-- the server exited (code {server.exit_code()}) --")
+                    return
+                time.sleep(0.2)
+            print(f"-- stopped following after {args.follow:.0f} s --")
+        except KeyboardInterrupt:
+            print("-- stopped following --")

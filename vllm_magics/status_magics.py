@@ -1,0 +1,119 @@
+"""%vllm_status: one look (or a watch) at what the server is doing."""
+from __future__ import annotations
+
+import os
+import time
+
+from IPython.core.error import UsageError
+from IPython.core.magic import line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from vllm_magics.magics_base import MagicsBase, _parse
+
+
+@magics_class
+class StatusMagics(MagicsBase):
+    """The magic that reports on the server."""
+
+    # -- %vllm_status ------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("--url", default=None, help="Another server (default: the managed one)")
+    @argument("--api-key-env", default=None, metavar="NAME", help="Environment variable holding the key for --url")
+    @argument("--json", action="store_true", help="Return the figures as a dict (keys: vllm_magics.status)")
+    @argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+              help="Refresh every SECONDS (default 2) until interrupted or --count times, with plots")
+    @argument("--count", type=int, default=None, help="With --watch: stop after this many refreshes")
+    @argument("-n", "--lines", type=int, default=15, help="Log lines to include (default 15)")
+    @argument("--no-widgets", action="store_true", help="With --watch: plain display updates, no ipywidgets")
+    @line_magic
+    def vllm_status(self, line=""):
+        """What the server is doing: process, health, model, GPU, KV cache, requests, tokens/s, tunnel, log."""
+        args = _parse(self.vllm_status, line)
+        if args.watch is not None and args.watch <= 0:
+            raise UsageError("--watch takes a positive number of seconds")
+        if args.count is not None and args.count < 1:
+            raise UsageError("--count must be at least 1")
+        sample = self._status_sampler(args)
+        if args.json:
+            return sample()
+        from vllm_magics.display import StatusCard
+
+        if args.watch is None:
+            return self._show(StatusCard(sample()))
+        self._watch_status(sample, args)
+
+    def _status_sampler(self, args):
+        from vllm_magics import gpu
+        from vllm_magics.status import Unreachable, collect_status
+
+        server, key = None, None
+        url = args.url or self.url
+        if url:
+            key_env = args.api_key_env or self.api_key_env
+            key = os.environ.get(key_env) if key_env else None
+            if self.server is not None and url.rstrip("/").removesuffix("/v1") == self.server.base_url:
+                server, key = self.server, key or self.server.api_key
+        else:
+            server = self.server
+            if server is None:
+                raise UsageError("no server: start one with %vllm_serve MODEL, or pass --url")
+            url, key = server.base_url, server.api_key
+        tunnel_url = None
+        if self.tunnels is not None:
+            open_ = self.tunnels.list()
+            tunnel_url = open_[0].public_url if open_ else None
+
+        def sample():
+            base = url.rstrip("/").removesuffix("/v1")
+            try:
+                status, snap = collect_status(base, key, server=server, previous=self._last_metrics.get(base),
+                                              tunnel_url=tunnel_url, query_gpus=gpu.query_gpus,
+                                              log_lines=max(args.lines, 0))
+            except Unreachable as exc:
+                raise UsageError(str(exc)) from None
+            if snap is not None:
+                self._last_metrics[base] = snap
+            return status
+
+        return sample
+
+    def _watch_status(self, sample, args):
+        from vllm_magics.display import StatusCard
+
+        history, handle, widget = [], None, None
+        notebook = self._in_notebook()
+        if notebook and not args.no_widgets and "google.colab" not in __import__("sys").modules:
+            try:  # a widget updates in place without new output messages; Colab's widget support is shaky
+                import ipywidgets
+
+                widget = ipywidgets.HTML()
+            except ImportError:
+                widget = None
+        n = 0
+        try:
+            while args.count is None or n < args.count:
+                status = sample()
+                m = status.get("metrics") or {}
+                history.append((time.monotonic(), m.get("generation_tokens_per_s"), m.get("kv_cache_usage")))
+                card = StatusCard(status, history[-120:])
+                if widget is not None:
+                    widget.value = card.html()
+                    if n == 0:
+                        from IPython.display import display
+
+                        display(widget)
+                elif notebook:
+                    from IPython.display import display
+
+                    if handle is None:
+                        handle = display(card, display_id=True)
+                    else:
+                        handle.update(card)
+                else:
+                    print(card.text() + "\n", flush=True)
+                n += 1
+                if args.count is not None and n >= args.count:
+                    break
+                time.sleep(args.watch)
+        except KeyboardInterrupt:
+            pass  # stopping a watch is the normal way to end it
