@@ -134,10 +134,14 @@ class ServeMagics(MagicsBase):
         timeout = args.timeout or self.startup_timeout
         server = VllmServer(plan, self._runtime_dir(), detach=args.detach,
                             shutdown_wait=self.shutdown_wait_time, max_log_bytes=self.max_log_bytes)
-        ready = self._start_and_wait(server, timeout, notes)
+        ready, progress_display = self._start_and_wait(server, timeout, notes)
         self.server = server
         headline = "vLLM is ready" + (" (detached: it outlives this kernel)" if args.detach else "")
-        self._show(self._card(server, headline, ready.seconds, notes))
+        card = self._card(server, headline, ready.seconds, notes)
+        if progress_display is not None:
+            progress_display.update(card)  # the live progress turns into the card: one output
+        else:
+            self._show(card)
 
     def _start_and_wait(self, server, timeout, notes):
         """Start, show progress, and lower our own --max-model-len default once if vLLM says it
@@ -151,7 +155,7 @@ class ServeMagics(MagicsBase):
             except VllmMagicsError as exc:
                 raise UsageError(str(exc)) from None
             try:
-                return self._wait_with_progress(server, timeout, notes)
+                return self._wait_with_progress(server, timeout, notes)  # (ReadyInfo, display handle)
             except KeyboardInterrupt:
                 server.stop()
                 raise UsageError("interrupted: the server was stopped before it was ready "
@@ -203,10 +207,11 @@ class ServeMagics(MagicsBase):
                 print(f"  [{view.elapsed():5.1f}s] {progress.label}: {progress.detail}", flush=True)
 
         try:
-            return server.wait_ready(timeout, on_progress)
-        finally:
+            return server.wait_ready(timeout, on_progress), handle
+        except BaseException:
             if handle is not None:
-                handle.update(view)
+                handle.update(view)  # the last state stays visible above the failure report
+            raise
 
     def _show_failure(self, exc):
         from vllm_magics.display import FailureReport
