@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from IPython.core.error import UsageError
 
-from helpers import SMOLLM2, free_port, vllm_processes, wait_until
+from helpers import SMOLLM2, VLLM_BIN, free_port, vllm_processes, wait_until
 from vllm_magics import process
 
 pytestmark = pytest.mark.server
@@ -137,12 +137,23 @@ def test_detached_server_is_adopted_then_noticed_when_killed_from_outside(rig, s
 def test_a_second_serve_says_a_server_runs(rig, shell, capsys):
     port = free_port()
     shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port}")
-    pid = shell._vllm_magics.server.pid
+    first = shell._vllm_magics.server
+    pid = first.pid
     shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port}")
     assert "already running" in capsys.readouterr().out
     assert shell._vllm_magics.server.pid == pid
     shell.run_line_magic("vllm_logs", "--follow 1")
     assert "stopped following after 1 s" in capsys.readouterr().out
+    # Another kernel (a new extension instance) leaves this kernel's server alone and moves on.
+    shell.run_line_magic("unload_ext", "vllm_magics")
+    shell.run_line_magic("load_ext", "vllm_magics")
+    shell.run_line_magic("config", f"VllmMagics.vllm_command = [{str(VLLM_BIN)!r}]")
+    shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port} --dry-run")
+    out = capsys.readouterr().out
+    assert f"Port {port} serves {SMOLLM2} for another notebook's kernel" in out
+    assert f"Port {port} is taken by pid {pid}" in out and "using port" in out
+    shell._vllm_magics.server = first
+
     old = shell._vllm_magics.server
     shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port} --restart")
     new = shell._vllm_magics.server

@@ -78,7 +78,6 @@ class ServeMagics(MagicsBase):
             raise UsageError("--api-key and --no-api-key contradict each other: choose one")
         from vllm_magics import gpu as gpu_mod
         from vllm_magics.plan import plan_serve
-        from vllm_magics.ports import next_free_port, port_holder, port_is_free
         from vllm_magics.server import VllmServer
 
         host = args.host or self.host
@@ -93,28 +92,12 @@ class ServeMagics(MagicsBase):
                 self.server = None
 
         notes = []
-        if not port_is_free(host, port) and not args.dry_run:
-            adopted = VllmServer.adopt(self._runtime_dir(), port)
-            if adopted is not None and not args.restart and adopted.plan.model == args.model:
-                self.server = adopted
-                return self._show(self._card(adopted, "Adopted the vLLM server already running on this port",
-                                             notes=["Started by vllm_magics in an earlier kernel."]))
-            if adopted is not None and args.restart:
-                adopted.stop()
-            elif adopted is not None:
-                raise UsageError(f"port {port} already serves {adopted.plan.model} (started by vllm_magics, "
-                                 f"pid {adopted.pid}): add --restart to replace it with {args.model}")
-            if not port_is_free(host, port):
-                holder = port_holder(port)
-                who = holder.describe() if holder else "another process"
-                if args.strict_port or self.strict_port:
-                    raise UsageError(f"port {port} is taken by {who}: stop it, or choose another "
-                                     "--port (or drop --strict-port to use the next free one)")
-                new_port = next_free_port(host, port + 1)
-                if new_port is None:
-                    raise UsageError(f"port {port} is taken by {who} and no free port follows it")
-                notes.append(f"Port {port} is taken by {who}; using port {new_port} instead.")
-                port = new_port
+        port, adopted = self._choose_port(host, port, args, notes)
+        if adopted is not None:
+            self.server = adopted
+            return self._show(self._card(adopted, "Adopted the vLLM server already running on this port",
+                                         notes=["Started with --detach by vllm_magics in an earlier kernel; "
+                                                "this kernel manages it now."]))
 
         try:
             plan = plan_serve(
@@ -142,6 +125,46 @@ class ServeMagics(MagicsBase):
             progress_display.update(card)  # the live progress turns into the card: one output
         else:
             self._show(card)
+
+    def _choose_port(self, host, port, args, notes):
+        """(port to use, a server to adopt or None). A busy port: adopt our own detached server of the same
+        model, else say who holds it and move to the next free port (or fail with --strict-port). A dry
+        run only reports."""
+        from vllm_magics.ports import next_free_port, port_holder, port_is_free
+        from vllm_magics.server import VllmServer
+
+        if port_is_free(host, port):
+            return port, None
+        ours = VllmServer.adopt(self._runtime_dir(), port)
+        if ours is not None and not ours.detach:
+            # Another live kernel manages it (it would stop it under us): leave it alone.
+            notes.append(f"Port {port} serves {ours.plan.model} for another notebook's kernel.")
+            ours = None
+        if ours is not None:
+            if ours.plan.model == args.model and not args.restart:
+                if not args.dry_run:
+                    return port, ours
+                notes.append(f"Would adopt the detached server for {ours.plan.model} on port {port}.")
+                return port, None
+            if not args.restart:
+                raise UsageError(f"port {port} already serves {ours.plan.model} (started by vllm_magics with "
+                                 f"--detach, pid {ours.pid}): add --restart to replace it with {args.model}")
+            if args.dry_run:
+                notes.append(f"Would stop the detached server for {ours.plan.model} on port {port}.")
+                return port, None
+            ours.stop()
+            if port_is_free(host, port):
+                return port, None
+        holder = port_holder(port)
+        who = holder.describe() if holder else "another process"
+        if args.strict_port or self.strict_port:
+            raise UsageError(f"port {port} is taken by {who}: stop it, or choose another "
+                             "--port (or drop --strict-port to use the next free one)")
+        new_port = next_free_port(host, port + 1)
+        if new_port is None:
+            raise UsageError(f"port {port} is taken by {who} and no free port follows it")
+        notes.append(f"Port {port} is taken by {who}; using port {new_port} instead.")
+        return new_port, None
 
     def _start_and_wait(self, server, timeout, notes):
         """Start, show progress, and lower our own --max-model-len default once if vLLM says it
