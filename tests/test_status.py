@@ -98,3 +98,15 @@ def test_json_keys_are_the_documented_ones():
     assert set(status_dict()) == JSON_KEYS
     for key in JSON_KEYS:
         assert f"`{key}`" in status_module.__doc__
+
+
+def test_an_unreachable_external_url_is_one_line(shell):
+    from IPython.core.error import UsageError
+
+    from helpers import free_port
+
+    port = free_port()
+    with pytest.raises(UsageError, match=rf"^nothing answers at http://127.0.0.1:{port}: check the URL"):
+        shell.run_line_magic("vllm_status", f"--url http://127.0.0.1:{port}/v1")
+    with pytest.raises(UsageError, match="no server: start one with %vllm_serve"):
+        shell.run_line_magic("vllm_status", "")
