@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from IPython.core.error import UsageError
 
-from helpers import SMOLLM2, VLLM_BIN, free_port, vllm_processes, wait_until
+from helpers import FIXTURES, SMOLLM2, VLLM_BIN, free_port, vllm_processes, wait_until
 from vllm_magics import process
 
 pytestmark = pytest.mark.server
@@ -159,3 +159,25 @@ def test_a_second_serve_says_a_server_runs(rig, shell, capsys):
     new = shell._vllm_magics.server
     assert new.pid != pid and new.state == "ready" and new.plan.port == port
     assert process.group_members(old.pgid) == []
+
+
+def test_on_a_t4_the_default_context_is_lowered_to_what_vllm_says_fits(rig, shell, tmp_path, monkeypatch, capsys):
+    """A stand-in nvidia-smi prints the T4 sample (no GPU here); the real vLLM (CPU) then runs with the T4
+    defaults: --dtype half, and --max-model-len 16384, which SmolLM2 (8192 positions) cannot take. vLLM's
+    error names the model's limit, and the magic restarts once with it."""
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\ncat {FIXTURES / 'nvidia-smi/t4-15gb/query-csv.txt'}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    # The CPU build still needs its own settings; a user's environment wins over the GPU defaults.
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {free_port()} -- --enforce-eager")
+    out = capsys.readouterr().out
+    server = shell._vllm_magics.server
+    assert "--dtype half" in out and "compute capability 7.5" in out
+    assert "--max-model-len 16384 did not fit; vLLM suggests 8192: restarting with --max-model-len 8192" in out
+    assert server.state == "ready" and server.plan.argv[server.plan.argv.index("--max-model-len") + 1] == "8192"
+    assert "--max-model-len 8192" in [d.setting for d in server.plan.defaults]
+    assert "Paris" in post_chat(server.base_url, server.api_key, "What is the capital of France?")

@@ -57,11 +57,13 @@ class ServePlan:
         return " ".join(shown_env + [shlex.quote(a) for a in self.argv])
 
     def with_max_model_len(self, value: int) -> "ServePlan":
+        """The same plan with our --max-model-len default lowered to `value` (what vLLM said fits)."""
         argv = list(self.argv)
         i = argv.index("--max-model-len")
-        argv[i + 1] = str(value)
-        return ServePlan(self.model, self.host, self.port, argv, dict(self.env), self.api_key,
-                         list(self.defaults), None)
+        old, argv[i + 1] = argv[i + 1], str(value)
+        defaults = [ChosenDefault(f"--max-model-len {value}", f"{old} did not fit; {value} is what vLLM said fits")
+                    if d.setting.startswith("--max-model-len") else d for d in self.defaults]
+        return ServePlan(self.model, self.host, self.port, argv, dict(self.env), self.api_key, defaults, None)
 
     def with_port(self, port: int) -> "ServePlan":
         argv = list(self.argv)
