@@ -5,7 +5,7 @@ import urllib.request
 import pytest
 from IPython.core.error import UsageError
 
-from helpers import free_port
+from helpers import free_port, wait_until
 
 pytestmark = pytest.mark.server
 
@@ -124,7 +124,22 @@ def test_server_stopping_mid_answer_keeps_what_arrived(rig, shell, tmp_path):
     try:
         server.wait_ready(timeout=300)
         shell._vllm_magics.server = server
-        threading.Timer(2.0, server.stop).start()
+
+        def stop_once_it_has_written_a_bit():
+            # On progress, not on a clock: a loaded machine may take seconds for the first tokens.
+            from vllm_magics.health import get_text
+            from vllm_magics.metrics import parse_metrics
+
+            def generated():
+                try:
+                    return parse_metrics(get_text(server.base_url, "/metrics")[1]).counters.get(
+                        "generation_tokens_total", 0)
+                except OSError:
+                    return 0
+            wait_until(lambda: generated() >= 30, 60, interval=0.05)
+            server.stop()
+
+        threading.Thread(target=stop_once_it_has_written_a_bit, daemon=True).start()
         with pytest.raises(UsageError, match="mid-answer|aborted the request|connection to .* was lost") as err:
             shell.run_cell_magic("ask", "--temperature 0.8 --max-tokens 2000",
                                  "Write a very long story about a lighthouse keeper.")
