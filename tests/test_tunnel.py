@@ -522,11 +522,16 @@ def _fake_colab(monkeypatch, secrets: dict):
 
     mod.SecretNotFoundError, mod.NotebookAccessError, mod.get, mod.asked = SecretNotFoundError, \
         NotebookAccessError, get, asked
+    return _install_colab_module(monkeypatch, "userdata", mod)
+
+
+def _install_colab_module(monkeypatch, name, module):
+    """Put a stand-in `google.colab.<name>` where `from google.colab import <name>` finds it."""
     colab = types.ModuleType("google.colab")
-    colab.userdata = mod
+    setattr(colab, name, module)
     monkeypatch.setitem(sys.modules, "google.colab", colab)
-    monkeypatch.setitem(sys.modules, "google.colab.userdata", mod)
-    return mod
+    monkeypatch.setitem(sys.modules, f"google.colab.{name}", module)
+    return module
 
 
 def _no_prompt(text):
@@ -610,11 +615,7 @@ def _fake_output(monkeypatch, url=None, fail=False):
         out.calls.append(("window", port, path))
 
     out.eval_js, out.serve_kernel_port_as_window = eval_js, serve_kernel_port_as_window
-    colab = types.ModuleType("google.colab")
-    colab.output = out
-    monkeypatch.setitem(sys.modules, "google.colab", colab)
-    monkeypatch.setitem(sys.modules, "google.colab.output", out)
-    return out
+    return _install_colab_module(monkeypatch, "output", out)
 
 
 def test_colab_proxy_url(monkeypatch):
