@@ -31,7 +31,8 @@ def main() -> dict:
     try:
         shell = InteractiveShell.instance()
         shell.display_pub = CapturingDisplayPublisher()
-        shell.run_line_magic("load_ext", "vllm_magics")
+        if "vllm_magics" not in shell.extension_manager.loaded:  # run_all runs the benches in one process
+            shell.run_line_magic("load_ext", "vllm_magics")
         magics = shell._vllm_magics
         magics.server = server
         magics._in_notebook = lambda: True  # the HTML card, as in a notebook
