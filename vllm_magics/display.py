@@ -2,7 +2,6 @@
 plain-text view for terminals, GitHub and nbviewer. They take plain data, never do I/O."""
 from __future__ import annotations
 
-import html
 import threading
 import time
 from dataclasses import dataclass, field
@@ -112,10 +111,6 @@ class FailureReport(_Bundle):
 
     def html(self) -> str:
         return render("failure.html.j2", r=self)
-
-
-def escape(text: str) -> str:
-    return html.escape(text, quote=True)
 
 
 class LiveAnswer:

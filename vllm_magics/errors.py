@@ -11,14 +11,6 @@ class ServerAlreadyRunning(VllmMagicsError):
     pass
 
 
-class ServerNotRunning(VllmMagicsError):
-    pass
-
-
-class PortBusy(VllmMagicsError):
-    pass
-
-
 class VllmNotInstalled(VllmMagicsError):
     pass
 

@@ -226,10 +226,6 @@ def suggested_max_model_len(log_text: str) -> int | None:
     return None
 
 
-def looks_like_local_path(model: str) -> bool:
-    return model.startswith(("/", "./", "../", "~")) or os.path.isdir(os.path.expanduser(model))
-
-
 def served_model_name(plan: ServePlan) -> str:
     """The name clients must send: the first --served-model-name if given, else the model argument."""
     argv = plan.argv
