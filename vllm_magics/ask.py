@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, Iterable
 
 from vllm_magics.answer import Answer, AnswerList
-from vllm_magics.chat import ChatClient, NoServer, ServerError
+from vllm_magics.chat import ChatClient, NoServer, ServerError, chat_payload
 from vllm_magics.errors import VllmMagicsError
 from vllm_magics.reasoning import ReasoningSplitter
 
@@ -114,9 +114,7 @@ def ask(client: ChatClient, messages: list[dict], params: dict, *, model: str | 
     except (NoServer, ServerError) as exc:
         raise AskError(explain(exc, client), answer) from None
     answer.model = model
-    answer.request = {"model": model, "messages": messages, **params}
-    if stream:
-        answer.request.update(stream=True, stream_options={"include_usage": True})
+    answer.request = chat_payload(messages, model, params, stream)
     splitter = ReasoningSplitter()
     answer.streaming = stream
     try:

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 
 from IPython.core.error import UsageError
 from IPython.core.magic import cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Float, Integer, Unicode
 
-from vllm_magics.magics_base import MagicsBase, _parse
+from vllm_magics.magics_base import MagicsBase, _parse, served_model_name_or_default
 
 
 @magics_class
@@ -67,10 +66,11 @@ class AskMagics(MagicsBase):
         if args.each and (args.cont or args.thread):
             raise UsageError("--each sends independent prompts: it cannot continue a conversation")
         params = self._request_params(args)
-        client = self._ask_client(args)
-        if self._is_vllm(client):
+        client, server = self._ask_client(args)
+        if server is not None or self._is_vllm(client):
             params.setdefault("return_token_ids", True)  # exact reasoning token counts
-        model = args.model or self.model or self._managed_model(client)
+        # The managed server's model name is known: no /v1/models round trip per question.
+        model = args.model or self.model or (served_model_name_or_default(server) if server is not None else None)
         system = args.system if args.system is not None else (self.system or None)
         ns = self.shell.user_ns if self.shell is not None else {}
         if self._conversations is None:
@@ -139,41 +139,14 @@ class AskMagics(MagicsBase):
     def _ask_client(self, args):
         from vllm_magics.chat import ChatClient
 
-        timeout = args.timeout or self.request_timeout
-        url = args.url or self.url
-        key_env = args.api_key_env or self.api_key_env
-        key = None
-        if key_env:
-            key = os.environ.get(key_env)
-            if not key:
-                raise UsageError(f"the environment variable {key_env} is not set (it should hold the API key)")
-        if url:
-            server = self._current()
-            if key is None and server is not None and url.rstrip("/").removesuffix("/v1") == server.base_url:
-                key = server.api_key
-            return ChatClient(url, key, timeout=timeout)
-        server = self.server
-        if server is None:
-            raise UsageError("no server: start one with %vllm_serve MODEL, or pass --url")
-        if not server.is_alive():
+        base_url, key, server = self._target(args)
+        if server is not None and not server.is_alive():
             raise UsageError(f"the vLLM server has exited (code {server.exit_code()}): %vllm_logs shows why, "
                              "%vllm_serve starts it again")
-        return ChatClient(server.base_url, key or server.api_key, timeout=timeout)
-
-    def _managed_model(self, client) -> str | None:
-        """The managed server's model name (known: no /v1/models round trip per question)."""
-        server = self.server
-        if server is not None and client.base_url == server.base_url:
-            from vllm_magics.plan import served_model_name
-
-            return served_model_name(server.plan)
-        return None
+        return ChatClient(base_url, key, timeout=args.timeout or self.request_timeout), server
 
     def _is_vllm(self, client) -> bool:
-        """Whether the server is vLLM (it then accepts vLLM-only request fields). Asked once per URL."""
-        server = self.server
-        if server is not None and client.base_url == server.base_url:
-            return True
+        """Whether a server given by URL is vLLM (it then accepts vLLM-only request fields). Asked once per URL."""
         cache = self._vllm_urls
         if client.base_url not in cache:
             from vllm_magics.health import get_json

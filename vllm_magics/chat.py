@@ -12,6 +12,7 @@ import json
 from typing import Iterator
 
 from vllm_magics.errors import VllmMagicsError
+from vllm_magics.health import server_root
 
 
 class ServerError(VllmMagicsError):
@@ -39,13 +40,19 @@ def error_message(status: int, body) -> str:
     return str(body)[:500] if body else f"HTTP {status}"
 
 
+def chat_payload(messages: list[dict], model: str, params: dict, stream: bool) -> dict:
+    """The JSON body of a chat completion (streamed ones ask for the usage chunk at the end)."""
+    payload = {"model": model, "messages": messages, **params}
+    if stream:
+        payload.update(stream=True, stream_options={"include_usage": True})
+    return payload
+
+
 class ChatClient:
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 600.0):
         import requests
 
-        self.base_url = base_url.rstrip("/")
-        if self.base_url.endswith("/v1"):
-            self.base_url = self.base_url[:-3]
+        self.base_url = server_root(base_url)
         self.timeout = timeout
         self.session = requests.Session()
         if api_key:
@@ -85,14 +92,13 @@ class ChatClient:
         return models[0]["id"]
 
     def chat(self, messages: list[dict], model: str | None = None, **params) -> dict:
-        payload = {"model": model or self.default_model(), "messages": messages, **params}
+        payload = chat_payload(messages, model or self.default_model(), params, stream=False)
         return self._post("/v1/chat/completions", payload).json()
 
     def stream_chat(self, messages: list[dict], model: str | None = None, **params) -> Iterator[dict]:
         """Yield each `data:` event of a streamed chat completion. An `{"error": ...}` event (vLLM
         sends one when the engine fails mid-stream) is yielded too: the caller decides."""
-        payload = {"model": model or self.default_model(), "messages": messages, "stream": True,
-                   "stream_options": {"include_usage": True}, **params}
+        payload = chat_payload(messages, model or self.default_model(), params, stream=True)
         resp = self._post("/v1/chat/completions", payload, stream=True)
         try:
             yield from iter_sse(resp.iter_lines(chunk_size=None, decode_unicode=False))

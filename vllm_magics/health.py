@@ -7,6 +7,12 @@ import json
 from urllib.parse import urlsplit
 
 
+def server_root(url: str) -> str:
+    """`http://host:8000/v1/` -> `http://host:8000`: users paste the OpenAI base URL, the probes and
+    /metrics live at the root."""
+    return url.rstrip("/").removesuffix("/v1")
+
+
 def _request(base_url: str, path: str, timeout: float, api_key: str | None = None):
     parts = urlsplit(base_url)
     conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection

@@ -5,6 +5,8 @@ Only IPython and traitlets are imported at module level (already loaded in any I
 """
 from __future__ import annotations
 
+import os
+
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class
 from traitlets import Unicode
@@ -45,6 +47,25 @@ class MagicsBase(Magics):
                           "~/.cache/vllm_magics).").tag(config=True)
 
     # -- helpers -----------------------------------------------------------------------------
+    def _target(self, args):
+        """(base URL, API key, managed server or None) for a magic that talks to a server: `--url` (or
+        %config url) with the key read from `--api-key-env`, else the managed server. The managed
+        server's own URL keeps its key and its process information."""
+        from vllm_magics.health import server_root
+
+        key = None
+        key_env = args.api_key_env or self.api_key_env
+        if key_env:
+            key = os.environ.get(key_env)
+            if not key:
+                raise UsageError(f"the environment variable {key_env} is not set (it should hold the API key)")
+        url, server = args.url or self.url, self.server
+        if url and (server is None or server_root(url) != server.base_url):
+            return server_root(url), key, None
+        if server is None:
+            raise UsageError("no server: start one with %vllm_serve MODEL, or pass --url")
+        return server.base_url, key or server.api_key, server
+
     def _runtime_dir(self):
         from vllm_magics.server import default_runtime_dir
 

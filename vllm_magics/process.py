@@ -94,13 +94,12 @@ def terminate_group(
     if not members():
         return StopStep.ALREADY_GONE
     signal_pids(members(), signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        left = members()
-        if not left:
+    started = time.monotonic()
+    while time.monotonic() < started + grace:
+        if not members():
             return StopStep.TERMINATED
-        # Once the leader is gone, what remains are helpers that will not exit by themselves soon.
-        if leader is not None and not pid_alive(leader) and time.monotonic() > deadline - grace + 1.0:
+        # A second after the leader is gone, what remains are helpers that will not exit by themselves.
+        if leader is not None and not pid_alive(leader) and time.monotonic() > started + 1.0:
             break
         time.sleep(poll)
     if not members():

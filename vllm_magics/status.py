@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from vllm_magics.errors import VllmMagicsError
-from vllm_magics.health import get_json, get_text, health_status
+from vllm_magics.health import get_json, get_text, health_status, server_root
 
 
 class Unreachable(VllmMagicsError):
@@ -51,7 +51,7 @@ def collect_status(base_url: str, api_key: str | None = None, *, server=None, pr
     from vllm_magics.plan import mask_secret
 
     t0 = time.monotonic()
-    base_url = base_url.rstrip("/").removesuffix("/v1")
+    base_url = server_root(base_url)
     alive = server.is_alive() if server is not None else True
 
     def fetch(what):

@@ -1,7 +1,6 @@
 """%vllm_status: one look (or a watch) at what the server is doing."""
 from __future__ import annotations
 
-import os
 import time
 
 from IPython.core.error import UsageError
@@ -46,25 +45,13 @@ class StatusMagics(MagicsBase):
         from vllm_magics import gpu
         from vllm_magics.status import Unreachable, collect_status
 
-        server, key = None, None
-        url = args.url or self.url
-        if url:
-            key_env = args.api_key_env or self.api_key_env
-            key = os.environ.get(key_env) if key_env else None
-            if self.server is not None and url.rstrip("/").removesuffix("/v1") == self.server.base_url:
-                server, key = self.server, key or self.server.api_key
-        else:
-            server = self.server
-            if server is None:
-                raise UsageError("no server: start one with %vllm_serve MODEL, or pass --url")
-            url, key = server.base_url, server.api_key
+        base, key, server = self._target(args)
         tunnel_url = None
         if self.tunnels is not None:
             open_ = self.tunnels.list()
             tunnel_url = open_[0].public_url if open_ else None
 
         def sample():
-            base = url.rstrip("/").removesuffix("/v1")
             try:
                 status, snap = collect_status(base, key, server=server, previous=self._last_metrics.get(base),
                                               tunnel_url=tunnel_url, query_gpus=gpu.query_gpus,
