@@ -174,6 +174,14 @@ def read_json(path: Path) -> dict:
         return {}
 
 
+def private_dir(path: Path) -> Path:
+    """A folder only its owner can enter (it holds logs, keys, tokens); made if missing."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
 def write_json_private(path: Path, data: dict) -> None:
     """Atomically write JSON readable only by the owner (it may hold an API key)."""
     path = Path(path)

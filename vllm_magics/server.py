@@ -36,12 +36,6 @@ def default_runtime_dir() -> Path:
     return Path(root)
 
 
-def _private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-    return path
-
-
 @dataclass
 class ReadyInfo:
     seconds: float
@@ -96,7 +90,7 @@ class VllmServer:
             raise VllmNotInstalled(
                 f"`{exe}` was not found. Install vLLM first: pip install \"vllm_magics[vllm]\" "
                 "(on Colab: !pip install vllm), then run %vllm_serve again.")
-        _private_dir(self.dir)
+        process.private_dir(self.dir)
         # A private TMPDIR: vLLM leaves ZeroMQ socket files behind there (removed on stop). Short,
         # under the system temp folder: a ZeroMQ ipc path longer than 107 bytes fails to bind.
         self.tmp_dir = Path(tempfile.mkdtemp(prefix="vllm-magics-"))

@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 
 from vllm_magics.ngrok_token import DASHBOARD_TOKEN_URL, NgrokTokenMissing, TunnelError, find_authtoken
 from vllm_magics.plan import mask_secret
+from vllm_magics.process import private_dir
 
 __all__ = [
     "Tunnel", "TunnelManager", "TunnelCard", "ColabProxy", "TunnelError", "NgrokAuthError", "NgrokSessionLimit",
@@ -232,12 +233,6 @@ def _proc_start_time(pid: int) -> str | None:
     return None if fields[0] == b"Z" else fields[19].decode()
 
 
-def _private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-    return path
-
-
 def default_ngrok_dir() -> Path:
     from vllm_magics.server import default_runtime_dir
 
@@ -364,7 +359,7 @@ class TunnelManager:
     def _write_agent_config(self, authtoken: str) -> None:
         import yaml
 
-        _private_dir(self.config_path.parent)
+        private_dir(self.config_path.parent)
         agent = {
             "authtoken": authtoken,
             "inspect_db_size": -1,  # no inspection store: requests (and their headers) are never kept
