@@ -13,11 +13,14 @@ def server_root(url: str) -> str:
     return url.rstrip("/").removesuffix("/v1")
 
 
-def _request(base_url: str, path: str, timeout: float, api_key: str | None = None):
+def _request(base_url: str, path: str, timeout: float, api_key: str | None = None,
+             headers: dict | None = None):
     parts = urlsplit(base_url)
     conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = conn_cls(parts.hostname, parts.port, timeout=timeout)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = dict(headers or {})
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     try:
         conn.request("GET", parts.path.rstrip("/") + path, headers=headers)
         resp = conn.getresponse()
@@ -26,10 +29,10 @@ def _request(base_url: str, path: str, timeout: float, api_key: str | None = Non
         conn.close()
 
 
-def health_status(base_url: str, timeout: float = 1.0) -> int | None:
+def health_status(base_url: str, timeout: float = 1.0, headers: dict | None = None) -> int | None:
     """HTTP status of GET /health (200 ready, 503 engine dead), or None when nothing answers."""
     try:
-        return _request(base_url, "/health", timeout)[0]
+        return _request(base_url, "/health", timeout, headers=headers)[0]
     except (OSError, http.client.HTTPException):
         return None
 

@@ -28,7 +28,6 @@ Safe by default:
 from __future__ import annotations
 
 import atexit
-import http.client
 import json
 import logging
 import math
@@ -41,7 +40,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from vllm_magics.ngrok_token import DASHBOARD_TOKEN_URL, NgrokTokenMissing, TunnelError, find_authtoken
 from vllm_magics.plan import mask_secret
@@ -643,24 +641,15 @@ def health_through(public_url: str, timeout: float = 10.0, *, basic_auth=None) -
     instead of the server's answer. API clients (curl, the openai package, requests) are not shown that
     page; browsers are, until the visitor clicks through, and any request that carries this header (any
     value) skips it."""
-    parts = urlsplit(public_url.rstrip("/"))
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    from vllm_magics.health import health_status
+
     headers = {SKIP_WARNING_HEADER[0]: SKIP_WARNING_HEADER[1], "User-Agent": "vllm_magics"}
     cred = _basic_auth_credential(basic_auth)
     if cred is not None:
         import base64
 
         headers["Authorization"] = "Basic " + base64.b64encode(f"{cred[0]}:{cred[1]}".encode()).decode()
-    conn = cls(parts.hostname, parts.port, timeout=timeout)
-    try:
-        conn.request("GET", parts.path + "/health", headers=headers)
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
+    return health_status(public_url.rstrip("/"), timeout, headers=headers)
 
 
 def colab_proxy_url(port: int, timeout: float = 30.0) -> ColabProxy:
