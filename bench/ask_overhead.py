@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO))
 
 import requests  # noqa: E402
 
-from vllm_magics.plan import plan_serve  # noqa: E402
-from vllm_magics.server import VllmServer  # noqa: E402
+from vllm_magics.server.plan import plan_serve  # noqa: E402
+from vllm_magics.server.manager import VllmServer  # noqa: E402
 
 MODEL = os.environ.get("VLLM_MAGICS_DEMO_MODEL", str(REPO / ".rig/models/smollm2-135m-instruct"))
 RUNS = int(os.environ.get("BENCH_ASK_RUNS", "9"))
@@ -53,7 +53,7 @@ def raw_stream(session, base, model, prompt, max_tokens=MAX_TOKENS):
 
 def ask_cell(shell, notebook: bool, line: str, cell: str):
     """Run %%ask; returns (wall, time to the first drawn token)."""
-    from vllm_magics import display
+    from vllm_magics.notebook.views import live as display
 
     magics = shell._vllm_magics
     magics._in_notebook = (lambda: True) if notebook else (lambda: False)

@@ -15,9 +15,9 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from vllm_magics.health import health_status  # noqa: E402
-from vllm_magics.plan import plan_serve  # noqa: E402
-from vllm_magics.server import VllmServer  # noqa: E402
+from vllm_magics.status.probes import health_status  # noqa: E402
+from vllm_magics.server.plan import plan_serve  # noqa: E402
+from vllm_magics.server.manager import VllmServer  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_READY_RUNS", "3"))
 MODEL = os.environ.get("VLLM_MAGICS_DEMO_MODEL", str(REPO / ".rig/models/smollm2-135m-instruct"))

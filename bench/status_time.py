@@ -12,8 +12,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from vllm_magics.plan import plan_serve  # noqa: E402
-from vllm_magics.server import VllmServer  # noqa: E402
+from vllm_magics.server.plan import plan_serve  # noqa: E402
+from vllm_magics.server.manager import VllmServer  # noqa: E402
 
 MODEL = os.environ.get("VLLM_MAGICS_DEMO_MODEL", str(REPO / ".rig/models/smollm2-135m-instruct"))
 RUNS = 20

@@ -67,8 +67,8 @@ def managed(shell):
 
 def _start_session_server(tmp_path_factory, model, extra):
     from helpers import free_port
-    from vllm_magics.plan import plan_serve
-    from vllm_magics.server import VllmServer
+    from vllm_magics.server.plan import plan_serve
+    from vllm_magics.server.manager import VllmServer
 
     require_rig()
     plan = plan_serve(str(model), port=free_port(), gpus=[], extra_args=extra, vllm_command=[str(VLLM_BIN)],

@@ -115,8 +115,8 @@ def test_server_stopping_mid_answer_keeps_what_arrived(rig, shell, tmp_path):
     import threading
 
     from helpers import SMOLLM2, VLLM_BIN
-    from vllm_magics.plan import plan_serve
-    from vllm_magics.server import VllmServer
+    from vllm_magics.server.plan import plan_serve
+    from vllm_magics.server.manager import VllmServer
 
     server = VllmServer(plan_serve(str(SMOLLM2), port=free_port(), gpus=[], vllm_command=[str(VLLM_BIN)]),
                         tmp_path / "home")
@@ -127,8 +127,8 @@ def test_server_stopping_mid_answer_keeps_what_arrived(rig, shell, tmp_path):
 
         def stop_once_it_has_written_a_bit():
             # On progress, not on a clock: a loaded machine may take seconds for the first tokens.
-            from vllm_magics.health import get_text
-            from vllm_magics.metrics import parse_metrics
+            from vllm_magics.status.probes import get_text
+            from vllm_magics.status.metrics import parse_metrics
 
             def generated():
                 try:

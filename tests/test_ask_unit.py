@@ -1,9 +1,9 @@
 """%%ask's parts that need no server: templates, conversations, the Answer views, error wording."""
 import pytest
 
-from vllm_magics.answer import Answer, AnswerList
-from vllm_magics.ask import Conversations, TemplateError, build_messages, explain, render_prompt
-from vllm_magics.chat import ChatClient, NoServer, ServerError, error_message, iter_sse
+from vllm_magics.ask.answer import Answer, AnswerList
+from vllm_magics.ask.request import Conversations, TemplateError, build_messages, explain, render_prompt
+from vllm_magics.ask.client import ChatClient, NoServer, ServerError, error_message, iter_sse
 
 
 def test_template_reads_the_namespace():

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from browser import dump_dom, screenshot
-from vllm_magics.answer import Answer
+from vllm_magics.ask.answer import Answer
 
 pytestmark = pytest.mark.browser
 

@@ -1,4 +1,4 @@
-"""vllm_magics.diagnose against real vLLM logs (tests/fixtures/vllm_logs, see SOURCES.md there).
+"""vllm_magics.server.diagnose against real vLLM logs (tests/fixtures/vllm_logs, see SOURCES.md there).
 
 No server needed: each fixture is a trimmed log that a real `vllm serve` printed, on this machine
 or in a public vLLM issue.
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from vllm_magics import diagnose as diag_mod
-from vllm_magics.diagnose import KEYS, diagnose
+from vllm_magics.server import diagnose as diag_mod
+from vllm_magics.server.diagnose import KEYS, diagnose
 
 LOGS = Path(__file__).parent / "fixtures" / "vllm_logs"
 DIAGNOSE_PY = Path(diag_mod.__file__)
@@ -191,7 +191,7 @@ def test_diagnosis_is_a_frozen_dataclass():
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.key = "x"
     assert isinstance(d, diag_mod.Diagnosis)
-    assert type(d).__qualname__ == "Diagnosis" and type(d).__module__ == "vllm_magics.diagnose"
+    assert type(d).__qualname__ == "Diagnosis" and type(d).__module__ == "vllm_magics.server.diagnose"
     assert dataclasses.replace(d, key="y").key == "y"
 
 

@@ -4,7 +4,7 @@ import stat
 import pytest
 
 from helpers import FIXTURES
-from vllm_magics import gpu
+from vllm_magics.server import gpu
 
 H100 = FIXTURES / "nvidia-smi" / "h100-80gb"
 T4 = FIXTURES / "nvidia-smi" / "t4-15gb"

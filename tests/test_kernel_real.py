@@ -7,7 +7,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from helpers import SMOLLM2, VLLM_BIN, free_port, vllm_processes, wait_until
-from vllm_magics import process
+from vllm_magics.server import process
 
 pytestmark = [pytest.mark.server, pytest.mark.kernel]
 
@@ -74,8 +74,8 @@ def test_kernel_shutdown_stops_the_server(kernel):
 
 
 def generated_tokens(base_url) -> float:
-    from vllm_magics.health import get_text
-    from vllm_magics.metrics import parse_metrics
+    from vllm_magics.status.probes import get_text
+    from vllm_magics.status.metrics import parse_metrics
 
     return parse_metrics(get_text(base_url, "/metrics")[1]).counters.get("generation_tokens_total", 0)
 

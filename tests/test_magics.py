@@ -19,7 +19,7 @@ def test_load_ext_imports_nothing_heavy():
     heavy = {"vllm", "torch", "pyngrok", "requests", "jinja2", "ipywidgets", "transformers", "numpy",
              "prometheus_client", "pygments", "openai"}
     assert not heavy & {m.split(".")[0] for m in added}, added
-    assert {"vllm_magics", "vllm_magics.magics"} <= set(added)
+    assert {"vllm_magics", "vllm_magics.notebook.magics"} <= set(added)
 
 
 def test_magics_are_registered_and_configurable(shell):

@@ -1,7 +1,7 @@
 """The answer's Markdown renderer: formatting, and nothing the model writes becomes live HTML."""
 import pytest
 
-from vllm_magics.markdown import render_markdown
+from vllm_magics.notebook.views.markdown import render_markdown
 
 NASTY = [
     "<script>alert(1)</script>",

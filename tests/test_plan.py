@@ -1,8 +1,9 @@
 import pytest
 
 from helpers import FIXTURES
-from vllm_magics import gpu
-from vllm_magics.plan import mask_secret, plan_serve, suggested_max_model_len
+from vllm_magics.server import gpu
+from vllm_magics.redact import mask_secret
+from vllm_magics.server.plan import plan_serve, suggested_max_model_len
 
 T4 = gpu.parse_query_csv((FIXTURES / "nvidia-smi/t4-15gb/query-csv.txt").read_text())
 H100 = gpu.parse_query_csv((FIXTURES / "nvidia-smi/h100-80gb/query-csv.txt").read_text())
@@ -116,7 +117,7 @@ def test_vllm_beside_this_python_is_found_when_not_on_path(tmp_path, monkeypatch
     import os
     import sys
 
-    from vllm_magics.plan import resolve_vllm_command
+    from vllm_magics.server.plan import resolve_vllm_command
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no vllm on PATH
     sibling = os.path.join(os.path.dirname(sys.executable), "vllm")

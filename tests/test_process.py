@@ -8,7 +8,7 @@ import textwrap
 import time
 
 from helpers import REPO, wait_until
-from vllm_magics import process
+from vllm_magics.server import process
 
 STANDIN = str(REPO / "tests" / "standins" / "misbehaving.py")
 
@@ -84,7 +84,7 @@ def test_command_not_found_is_reported(tmp_path):
 PARENT = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, {repo!r})
-    from vllm_magics import process
+    from vllm_magics.server import process
     p = process.launch_supervised([sys.executable, {standin!r}, "--tracker"], env=dict(os.environ),
         log_path={log!r}, state_path={state!r}, max_log_bytes=0, detach={detach})
     print(p.pgid, flush=True)

@@ -1,5 +1,5 @@
 from helpers import FIXTURES
-from vllm_magics.progress import PHASE_KEYS, StartupProgress
+from vllm_magics.server.progress import PHASE_KEYS, StartupProgress
 
 
 def test_real_startup_log_goes_through_the_phases_in_order():

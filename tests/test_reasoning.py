@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import FIXTURES
-from vllm_magics.chat import iter_sse
-from vllm_magics.reasoning import ReasoningSplitter
+from vllm_magics.ask.client import iter_sse
+from vllm_magics.ask.reasoning import ReasoningSplitter
 
 SSE = FIXTURES / "sse"
 

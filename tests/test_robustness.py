@@ -62,7 +62,7 @@ def test_any_line_gives_a_result_or_a_usage_error(sweep_shell, kind, name, line,
 
 
 def test_readme_documents_every_option_of_every_magic():
-    from vllm_magics.magics import VllmMagics
+    from vllm_magics.notebook.magics import VllmMagics
 
     readme = (REPO / "README.md").read_text()
     missing = []

@@ -12,7 +12,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from helpers import FIXTURES, SMOLLM2, VLLM_BIN, free_port, vllm_processes, wait_until
-from vllm_magics import process
+from vllm_magics.server import process
 
 pytestmark = pytest.mark.server
 

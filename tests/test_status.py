@@ -2,9 +2,9 @@
 import pytest
 
 from helpers import FIXTURES
-from vllm_magics import gpu
-from vllm_magics.display import StatusCard, sparkline_svg, sparkline_text
-from vllm_magics.metrics import Histogram, generation_rate, parse_metrics
+from vllm_magics.server import gpu
+from vllm_magics.notebook.views.status_card import StatusCard, sparkline_svg, sparkline_text
+from vllm_magics.status.metrics import Histogram, generation_rate, parse_metrics
 
 METRICS = FIXTURES / "metrics"
 JSON_KEYS = {"url", "api_key", "collected_at", "took_ms", "process", "health", "version", "models", "models_error",
@@ -50,7 +50,7 @@ def test_generation_rate_needs_two_samples_and_survives_restarts():
 
 def status_dict(gpus=()):
     snap = parse_metrics((METRICS / "vllm-0.32.0-cpu-smollm2.txt").read_text())
-    from vllm_magics.status import _gpu_dict
+    from vllm_magics.status.collect import _gpu_dict
 
     return {"url": "http://127.0.0.1:8000", "api_key": "vm-…abcd", "collected_at": "now", "took_ms": 3.0,
             "process": {"state": "ready", "pid": 11, "pgid": 10, "exit_code": None, "uptime_s": 75.0,
@@ -93,7 +93,7 @@ def test_dead_server_card():
 
 
 def test_json_keys_are_the_documented_ones():
-    import vllm_magics.status as status_module
+    import vllm_magics.status.collect as status_module
 
     assert set(status_dict()) == JSON_KEYS
     for key in JSON_KEYS:

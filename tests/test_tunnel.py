@@ -1,4 +1,4 @@
-"""The tunnel layer (vllm_magics.tunnel, vllm_magics.ngrok_token) against pyngrok 9.1 and a stand-in agent.
+"""The tunnel layer (vllm_magics.tunnel.manager, vllm_magics.tunnel.token) against pyngrok 9.1 and a stand-in agent.
 
 The ngrok cloud is out of reach here, so tests/standins/fake_ngrok.py plays the agent: pyngrok starts it
 exactly as it starts the real one (argv, logfmt lines on stdout, the /api/endpoints API), and each
@@ -25,9 +25,9 @@ import requests
 import yaml
 
 from helpers import free_port, wait_until
-from vllm_magics.ngrok_token import NgrokTokenMissing, find_authtoken
-from vllm_magics.process import pid_alive
-from vllm_magics.tunnel import (
+from vllm_magics.tunnel.token import NgrokTokenMissing, find_authtoken
+from vllm_magics.server.process import pid_alive
+from vllm_magics.tunnel.manager import (
     InsecureShareRefused, NgrokAuthError, NgrokNotInstalled, NgrokSessionLimit, NgrokStartTimeout, NotOnColab,
     Tunnel, TunnelError, TunnelManager, colab_proxy_url, health_through, tunnel_card,
 )
@@ -482,7 +482,7 @@ def test_download_failure_offline(tmp_path, monkeypatch, server):
 def test_the_agent_dies_with_the_python_process(ngrok_bin, tmp_path, ending):
     script = textwrap.dedent(f"""
         import os, signal, sys
-        from vllm_magics.tunnel import TunnelManager
+        from vllm_magics.tunnel.manager import TunnelManager
         m = TunnelManager(ngrok_path={str(ngrok_bin)!r}, config_path={str(tmp_path / 'c' / 'agent.yml')!r},
                           web_addr="127.0.0.1:{free_port()}")
         m.start({TOKEN!r})

@@ -13,7 +13,7 @@ _MAGIC_NAMES = {"line": ("vllm_serve", "vllm_stop", "vllm_logs", "vllm_status", 
 
 
 def load_ipython_extension(ipython):
-    from vllm_magics.magics import VllmMagics
+    from vllm_magics.notebook.magics import VllmMagics
 
     magics = VllmMagics(shell=ipython)
     ipython.register_magics(magics)
@@ -21,7 +21,7 @@ def load_ipython_extension(ipython):
 
 
 def unload_ipython_extension(ipython):
-    from vllm_magics.magics import describe_running
+    from vllm_magics.notebook.magics import describe_running
 
     magics = getattr(ipython, "_vllm_magics", None)
     table = ipython.magics_manager.magics

@@ -6,7 +6,7 @@ from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float, Unicode
 
-from vllm_magics.magics_base import MagicsBase, _parse, served_model_name_or_default
+from vllm_magics.notebook.base import MagicsBase, _parse, served_model_name_or_default
 
 
 @magics_class
@@ -38,7 +38,7 @@ class TunnelMagics(MagicsBase):
         The ngrok token comes from Colab Secrets (NGROK_AUTHTOKEN), the NGROK_AUTHTOKEN environment
         variable, or a hidden prompt; never from this line (it would be saved in the notebook).
         """
-        from vllm_magics.tunnel import TunnelError
+        from vllm_magics.tunnel.manager import TunnelError
 
         args = _parse(self.ngrok_up, line)
         if args.list:
@@ -67,7 +67,7 @@ class TunnelMagics(MagicsBase):
                                   token_source=source, basic_auth=basic, domain=args.domain)
         except TunnelError as exc:
             raise UsageError(str(exc)) from None
-        from vllm_magics.tunnel import health_through, tunnel_card
+        from vllm_magics.tunnel.manager import health_through, tunnel_card
 
         card = tunnel_card(tunnel, api_key, model)
         status = health_through(tunnel.public_url, timeout=10, basic_auth=basic)
@@ -81,7 +81,7 @@ class TunnelMagics(MagicsBase):
         self._show(card)
 
     def _ngrok_token(self):
-        from vllm_magics.ngrok_token import HOW_TO_ADD, NgrokTokenMissing, find_authtoken
+        from vllm_magics.tunnel.token import HOW_TO_ADD, NgrokTokenMissing, find_authtoken
 
         try:
             return find_authtoken(interactive=True)
@@ -94,7 +94,7 @@ class TunnelMagics(MagicsBase):
         if self.tunnels is None or (region and self.tunnels.config.region != region):
             from pathlib import Path
 
-            from vllm_magics.tunnel import TunnelManager
+            from vllm_magics.tunnel.manager import TunnelManager
 
             if self.tunnels is not None:
                 self.tunnels.stop()
@@ -113,7 +113,7 @@ class TunnelMagics(MagicsBase):
                   f"open {t.age():.0f} s{'; basic auth' if t.basic_auth else ''})")
 
     def _colab_share(self, port):
-        from vllm_magics.tunnel import TunnelError, colab_proxy_url
+        from vllm_magics.tunnel.manager import TunnelError, colab_proxy_url
 
         try:
             proxy = colab_proxy_url(port)

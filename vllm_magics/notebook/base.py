@@ -51,7 +51,7 @@ class MagicsBase(Magics):
         """(base URL, API key, managed server or None) for a magic that talks to a server: `--url` (or
         %config url) with the key read from `--api-key-env`, else the managed server. The managed
         server's own URL keeps its key and its process information."""
-        from vllm_magics.health import server_root
+        from vllm_magics.status.probes import server_root
 
         key = None
         key_env = args.api_key_env or self.api_key_env
@@ -67,7 +67,7 @@ class MagicsBase(Magics):
         return server.base_url, key or server.api_key, server
 
     def _runtime_dir(self):
-        from vllm_magics.server import default_runtime_dir
+        from vllm_magics.server.manager import default_runtime_dir
 
         return self.runtime_dir or default_runtime_dir()
 
@@ -92,6 +92,6 @@ class MagicsBase(Magics):
 def served_model_name_or_default(server) -> str:
     if server is None:
         return "MODEL"
-    from vllm_magics.plan import served_model_name
+    from vllm_magics.server.plan import served_model_name
 
     return served_model_name(server.plan)

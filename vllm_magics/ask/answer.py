@@ -124,8 +124,8 @@ class Answer:
         return "\n\n".join(p for p in parts if p)
 
     def html_view(self) -> str:
-        from vllm_magics.display import render
-        from vllm_magics.markdown import render_markdown
+        from vllm_magics.notebook.views.render import render
+        from vllm_magics.notebook.views.markdown import render_markdown
 
         return render("answer.html.j2", a=self, answer_html=render_markdown(self.text),
                       reasoning_open=self.streaming and not self.text.strip())
@@ -142,8 +142,8 @@ class AnswerList(list):
     """Answers of an --each batch, in input order, with a table view."""
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from vllm_magics.display import render
-        from vllm_magics.markdown import render_markdown
+        from vllm_magics.notebook.views.render import render
+        from vllm_magics.notebook.views.markdown import render_markdown
 
         rows = [(a, render_markdown(a.text)) for a in self]
         return {"text/plain": repr(self), "text/html": render("answer_list.html.j2", rows=rows)}

@@ -12,7 +12,8 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 
-from vllm_magics.gpu import GpuInfo
+from vllm_magics.redact import mask_secret
+from vllm_magics.server.gpu import GpuInfo
 
 # The seed notebook's Colab flags: a 1.5B model's KV cache for 16k tokens fits a 15 GB T4 in half
 # precision. Lowered automatically when vLLM says the GPU (or the model) cannot hold it.
@@ -85,15 +86,6 @@ def resolve_vllm_command(command: list[str] | None) -> list[str]:
 
 def new_api_key() -> str:
     return "vm-" + secrets.token_urlsafe(24)
-
-
-def mask_secret(secret: str | None) -> str:
-    """Enough to recognise a key, never enough to use it."""
-    if not secret:
-        return "(none)"
-    if len(secret) < 12:
-        return "•" * 6
-    return f"{secret[:3]}…{secret[-4:]}"
 
 
 def _flag_given(args: list[str], flag: str) -> bool:

@@ -65,7 +65,7 @@ class MetricsSnapshot:
     histograms: dict[str, Histogram] = field(default_factory=dict)
 
     def as_dict(self, previous: "MetricsSnapshot | None" = None) -> dict:
-        """The documented figures (see vllm_magics.status for the keys)."""
+        """The documented figures (see vllm_magics.status.collect for the keys)."""
         out = {k: self.gauges.get(k) for k in GAUGES}
         out.update({k: self.counters.get(k) for k in COUNTERS})
         out["requests_finished"] = dict(self.finished)

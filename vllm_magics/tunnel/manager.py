@@ -1,7 +1,7 @@
 """Sharing a local server: an ngrok tunnel through pyngrok, or Colab's own proxy (no IPython, no display).
 
-    from vllm_magics.ngrok_token import find_authtoken
-    from vllm_magics.tunnel import TunnelManager, tunnel_card
+    from vllm_magics.tunnel.token import find_authtoken
+    from vllm_magics.tunnel.manager import TunnelManager, tunnel_card
 
     token, source = find_authtoken(interactive=True)
     tunnels = TunnelManager()
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import logging
 import math
 import os
 import re
@@ -41,9 +40,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vllm_magics.ngrok_token import DASHBOARD_TOKEN_URL, NgrokTokenMissing, TunnelError, find_authtoken
-from vllm_magics.plan import mask_secret
-from vllm_magics.process import private_dir
+from vllm_magics.tunnel.token import DASHBOARD_TOKEN_URL, NgrokTokenMissing, TunnelError, find_authtoken
+from vllm_magics.redact import SecretRedactor, mask_secret
+from vllm_magics.files import private_dir
 
 __all__ = [
     "Tunnel", "TunnelManager", "TunnelCard", "ColabProxy", "TunnelError", "NgrokAuthError", "NgrokSessionLimit",
@@ -66,7 +65,7 @@ BASIC_AUTH_NOTE = (
     "header, so a client cannot send both the password and the API key.")
 
 
-# -- errors (TunnelError, the base, and NgrokTokenMissing come from vllm_magics.ngrok_token) -------------
+# -- errors (TunnelError, the base, and NgrokTokenMissing come from vllm_magics.tunnel.token) -------------
 class NgrokAuthError(TunnelError):
     """ERR_NGROK_4018 (no token or an invalid one), 105 (malformed), 107 (reset or revoked)."""
 
@@ -89,51 +88,6 @@ class InsecureShareRefused(TunnelError):
 
 class NotOnColab(TunnelError):
     """Colab's proxy was asked for outside Google Colab."""
-
-
-# -- redaction ------------------------------------------------------------------------------------------
-class SecretRedactor(logging.Filter):
-    """Replaces known secrets in log records (and any text) with their masked form."""
-
-    def __init__(self):
-        super().__init__()
-        self._secrets: set[str] = set()
-        self._installed: list[logging.Logger] = []
-
-    def add(self, secret: str | None) -> None:
-        if secret and len(secret) >= 4:
-            self._secrets.add(secret)
-
-    def redact(self, text) -> str:
-        text = "" if text is None else str(text)
-        for s in sorted(self._secrets, key=len, reverse=True):
-            if s in text:
-                text = text.replace(s, mask_secret(s))
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record is the logging module's business
-            return True
-        redacted = self.redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-    def install(self) -> None:
-        # A filter on a logger sees only the records created on that logger (not those propagated from
-        # its children), so it goes on each of pyngrok's loggers.
-        for name in PYNGROK_LOGGERS:
-            lg = logging.getLogger(name)
-            if self not in lg.filters:
-                lg.addFilter(self)
-                self._installed.append(lg)
-
-    def uninstall(self) -> None:
-        for lg in self._installed:
-            lg.removeFilter(self)
-        self._installed = []
 
 
 def _clean_ngrok_text(text: str) -> str:
@@ -232,7 +186,7 @@ def _proc_start_time(pid: int) -> str | None:
 
 
 def default_ngrok_dir() -> Path:
-    from vllm_magics.server import default_runtime_dir
+    from vllm_magics.server.manager import default_runtime_dir
 
     return default_runtime_dir() / "ngrok"
 
@@ -313,14 +267,14 @@ class TunnelManager:
                 # binary): an earlier manager, or the user's own pyngrok calls. Use it; leave it running.
                 self.agent_process = process._current_processes[self.ngrok_path]
                 self._owns_agent = False
-                self._redactor.install()
+                self._redactor.install(PYNGROK_LOGGERS)
                 return
             if not authtoken:
                 authtoken, token_source = find_authtoken(interactive=False)
             self.token_source = token_source
             self._token_masked = mask_secret(authtoken)
             self._redactor.add(authtoken)
-            self._redactor.install()
+            self._redactor.install(PYNGROK_LOGGERS)
             self._ensure_binary()
             self._write_agent_config(authtoken)
             self._start_agent()
@@ -641,7 +595,7 @@ def health_through(public_url: str, timeout: float = 10.0, *, basic_auth=None) -
     instead of the server's answer. API clients (curl, the openai package, requests) are not shown that
     page; browsers are, until the visitor clicks through, and any request that carries this header (any
     value) skips it."""
-    from vllm_magics.health import health_status
+    from vllm_magics.status.probes import health_status
 
     headers = {SKIP_WARNING_HEADER[0]: SKIP_WARNING_HEADER[1], "User-Agent": "vllm_magics"}
     cred = _basic_auth_credential(basic_auth)
@@ -722,7 +676,7 @@ class TunnelCard:
         return "\n".join(lines)
 
     def html(self) -> str:
-        from vllm_magics.display import render
+        from vllm_magics.notebook.views.render import render
 
         return render("tunnel_card.html.j2", c=self)
 

@@ -26,7 +26,7 @@ HOW_TO_ADD = (
 
 
 class TunnelError(VllmMagicsError):
-    """A tunnel could not be opened or managed (the base of every error of vllm_magics.tunnel, defined here
+    """A tunnel could not be opened or managed (the base of every error of vllm_magics.tunnel.manager, defined here
     so that a missing token is one too). `code` is ngrok's ERR_NGROK_* code when it gave one; `detail` is
     ngrok's own text, redacted."""
 

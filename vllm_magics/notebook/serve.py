@@ -8,7 +8,7 @@ from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Float, Integer, List, Unicode
 
-from vllm_magics.magics_base import MagicsBase, _parse, _split_passthrough
+from vllm_magics.notebook.base import MagicsBase, _parse, _split_passthrough
 
 _FOLLOW_DEFAULT_S = 60.0
 
@@ -36,8 +36,8 @@ class ServeMagics(MagicsBase):
             server.stop()
 
     def _card(self, server, headline, ready_seconds=None, notes=()):
-        from vllm_magics.display import ServerCard
-        from vllm_magics.plan import mask_secret
+        from vllm_magics.notebook.views.cards import ServerCard
+        from vllm_magics.redact import mask_secret
 
         return ServerCard(headline=headline, model=server.plan.model, base_url=server.base_url,
                           api_key_masked=mask_secret(server.api_key), pid=server.pid,
@@ -76,9 +76,9 @@ class ServeMagics(MagicsBase):
             raise UsageError("which model? e.g. %vllm_serve Qwen/Qwen2.5-0.5B-Instruct (see %vllm_serve?)")
         if args.api_key and args.no_api_key:
             raise UsageError("--api-key and --no-api-key contradict each other: choose one")
-        from vllm_magics import gpu as gpu_mod
-        from vllm_magics.plan import plan_serve
-        from vllm_magics.server import VllmServer
+        from vllm_magics.server import gpu as gpu_mod
+        from vllm_magics.server.plan import plan_serve
+        from vllm_magics.server.manager import VllmServer
 
         host = args.host or self.host
         port = args.port or self.port
@@ -108,7 +108,7 @@ class ServeMagics(MagicsBase):
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         if args.dry_run:
-            from vllm_magics.display import StartupView
+            from vllm_magics.notebook.views.cards import StartupView
 
             view = StartupView(plan.model, plan.command_line(), plan.defaults, "Dry run: nothing started",
                                notes=notes)
@@ -130,8 +130,8 @@ class ServeMagics(MagicsBase):
         """(port to use, a server to adopt or None). A busy port: adopt our own detached server of the same
         model, else say who holds it and move to the next free port (or fail with --strict-port). A dry
         run only reports."""
-        from vllm_magics.ports import next_free_port, port_holder, port_is_free
-        from vllm_magics.server import VllmServer
+        from vllm_magics.server.ports import next_free_port, port_holder, port_is_free
+        from vllm_magics.server.manager import VllmServer
 
         if port_is_free(host, port):
             return port, None
@@ -170,7 +170,7 @@ class ServeMagics(MagicsBase):
         """Start, show progress, and lower our own --max-model-len default once if vLLM says it
         does not fit."""
         from vllm_magics.errors import ServerStartError, ServerTimeout, VllmMagicsError
-        from vllm_magics.plan import suggested_max_model_len
+        from vllm_magics.server.plan import suggested_max_model_len
 
         while True:
             try:
@@ -203,7 +203,7 @@ class ServeMagics(MagicsBase):
                 raise UsageError(f"{exc} — {first}") from None
 
     def _wait_with_progress(self, server, timeout, notes):
-        from vllm_magics.display import StartupView
+        from vllm_magics.notebook.views.cards import StartupView
 
         view = StartupView(server.plan.model, server.plan.command_line(), server.plan.defaults, notes=notes)
         notebook = self._in_notebook()
@@ -237,7 +237,7 @@ class ServeMagics(MagicsBase):
             raise
 
     def _show_failure(self, exc):
-        from vllm_magics.display import FailureReport
+        from vllm_magics.notebook.views.cards import FailureReport
 
         self._show(FailureReport(headline=str(exc), exit_code=exc.exit_code,
                                  log_path=str(exc.log_path) if exc.log_path else None,
@@ -280,8 +280,8 @@ class ServeMagics(MagicsBase):
         server = self.server
         if server is None:
             raise UsageError("no server has been started in this kernel: %vllm_serve MODEL starts one")
-        from vllm_magics import process
-        from vllm_magics.server import LogFollower
+        from vllm_magics.server import process
+        from vllm_magics.server.manager import LogFollower
 
         print(f"==> {server.log_path} ({server.state}) <==")
         for ln in process.tail_lines(server.log_path, args.lines):

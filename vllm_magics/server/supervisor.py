@@ -1,4 +1,4 @@
-"""Supervisor: `python -m vllm_magics.supervisor --log F --state S [--watch-parent PID] -- CMD...`
+"""Supervisor: `python -m vllm_magics.server.supervisor --log F --state S [--watch-parent PID] -- CMD...`
 
 Leads the server's process group (started with a new session) and
 - copies CMD's stdout and stderr into a log file that stays bounded (rotated to F.1 past
@@ -6,7 +6,7 @@ Leads the server's process group (started with a new session) and
 - records CMD's pid and, at the end, its exit code in a JSON state file, so a notebook can tell
   "exited 0 after its engine died" from "running" even though CMD is not its child;
 - with --watch-parent, stops the whole group when that process (the notebook's kernel) is gone,
-  however it died (SIGKILL included): its parent changes as soon as the kernel is gone;
+  however it died (SIGKILL included): its parent changes as the kernel is gone;
 - once CMD exits by itself, stops what it left in the group (vLLM's engine and resource tracker
   otherwise hold GB of memory, a GPU, or run for half an hour).
 Standard library only, and no IPython: it must start fast and outlive the kernel.
@@ -24,7 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-from vllm_magics.process import terminate_group, write_json_private
+from vllm_magics.files import write_json_private
+from vllm_magics.server.process import terminate_group
 
 PARENT_POLL_S = 0.2
 WATCHDOG_GRACE_S = 10.0
@@ -47,7 +48,7 @@ class BoundedLog:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vllm_magics.supervisor")
+    parser = argparse.ArgumentParser(prog="python -m vllm_magics.server.supervisor")
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--state", type=Path, required=True)
     parser.add_argument("--max-log-bytes", type=int, default=50_000_000)

@@ -7,7 +7,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from vllm_magics.magics_base import MagicsBase, _parse
+from vllm_magics.notebook.base import MagicsBase, _parse
 
 
 @magics_class
@@ -18,7 +18,7 @@ class StatusMagics(MagicsBase):
     @magic_arguments()
     @argument("--url", default=None, help="Another server (default: the managed one)")
     @argument("--api-key-env", default=None, metavar="NAME", help="Environment variable holding the key for --url")
-    @argument("--json", action="store_true", help="Return the figures as a dict (keys: vllm_magics.status)")
+    @argument("--json", action="store_true", help="Return the figures as a dict (keys: vllm_magics.status.collect)")
     @argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
               help="Refresh every SECONDS (default 2) until interrupted or --count times, with plots")
     @argument("--count", type=int, default=None, help="With --watch: stop after this many refreshes")
@@ -35,15 +35,15 @@ class StatusMagics(MagicsBase):
         sample = self._status_sampler(args)
         if args.json:
             return sample()
-        from vllm_magics.display import StatusCard
+        from vllm_magics.notebook.views.status_card import StatusCard
 
         if args.watch is None:
             return self._show(StatusCard(sample()))
         self._watch_status(sample, args)
 
     def _status_sampler(self, args):
-        from vllm_magics import gpu
-        from vllm_magics.status import Unreachable, collect_status
+        from vllm_magics.server import gpu
+        from vllm_magics.status.collect import Unreachable, collect_status
 
         base, key, server = self._target(args)
         tunnel_url = None
@@ -65,7 +65,7 @@ class StatusMagics(MagicsBase):
         return sample
 
     def _watch_status(self, sample, args):
-        from vllm_magics.display import StatusCard
+        from vllm_magics.notebook.views.status_card import StatusCard
 
         history, handle, widget = [], None, None
         notebook = self._in_notebook()

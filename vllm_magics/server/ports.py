@@ -5,7 +5,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from vllm_magics.process import cmdline
+from vllm_magics.server.process import cmdline
 
 _LISTEN = "0A"
 

@@ -1,6 +1,6 @@
 """Launching and signalling a process group: the mechanism under the server manager (no policy, no UI).
 
-A server runs as a process group led by a small supervisor (`vllm_magics.supervisor`) so that:
+A server runs as a process group led by a small supervisor (`vllm_magics.server.supervisor`) so that:
 - its output goes to a bounded log file, never to a pipe nobody reads (a full pipe blocks vLLM);
 - its exit code is recorded in a state file even when the notebook that started it is gone;
 - it dies with the notebook's kernel, even one killed with SIGKILL, unless detached.
@@ -9,7 +9,6 @@ Linux only: the group is listed from /proc (Colab and this project's CI are Linu
 from __future__ import annotations
 
 import enum
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from vllm_magics.files import read_json
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -167,31 +168,6 @@ class SupervisedProcess:
         return step
 
 
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def private_dir(path: Path) -> Path:
-    """A folder only its owner can enter (it holds logs, keys, tokens); made if missing."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-    return path
-
-
-def write_json_private(path: Path, data: dict) -> None:
-    """Atomically write JSON readable only by the owner (it may hold an API key)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
 def launch_supervised(
     argv: list[str],
     *,
@@ -206,7 +182,7 @@ def launch_supervised(
     """Start `argv` under the supervisor in a new session (its own process group)."""
     log_path, state_path = Path(log_path), Path(state_path)
     state_path.unlink(missing_ok=True)
-    sup = [sys.executable, "-m", "vllm_magics.supervisor", "--log", str(log_path), "--state", str(state_path),
+    sup = [sys.executable, "-m", "vllm_magics.server.supervisor", "--log", str(log_path), "--state", str(state_path),
            "--max-log-bytes", str(max_log_bytes)]
     if not detach:
         sup += ["--watch-parent", str(os.getpid())]

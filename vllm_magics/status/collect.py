@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from vllm_magics.errors import VllmMagicsError
-from vllm_magics.health import get_json, get_text, health_status, server_root
+from vllm_magics.status.probes import get_json, get_text, health_status, server_root
 
 
 class Unreachable(VllmMagicsError):
@@ -47,8 +47,8 @@ def collect_status(base_url: str, api_key: str | None = None, *, server=None, pr
                    tunnel_url: str | None = None, query_gpus=None, log_lines: int = 15,
                    timeout: float = 2.0) -> tuple[dict, object]:
     """Ask the server (in parallel) and return (status dict, metrics snapshot for the next rate)."""
-    from vllm_magics.metrics import parse_metrics
-    from vllm_magics.plan import mask_secret
+    from vllm_magics.status.metrics import parse_metrics
+    from vllm_magics.redact import mask_secret
 
     t0 = time.monotonic()
     base_url = server_root(base_url)
@@ -99,7 +99,7 @@ def collect_status(base_url: str, api_key: str | None = None, *, server=None, pr
     if snapshot is not None:
         status["metrics"] = snapshot.as_dict(previous)
     if server is not None and not alive:
-        from vllm_magics.diagnose import diagnose
+        from vllm_magics.server.diagnose import diagnose
 
         code = server.exit_code()
         if not server.last_stop:  # stopped by us: nothing to diagnose

@@ -12,10 +12,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, Iterable
 
-from vllm_magics.answer import Answer, AnswerList
-from vllm_magics.chat import ChatClient, NoServer, ServerError, chat_payload
+from vllm_magics.ask.answer import Answer, AnswerList
+from vllm_magics.ask.client import ChatClient, NoServer, ServerError, chat_payload
 from vllm_magics.errors import VllmMagicsError
-from vllm_magics.reasoning import ReasoningSplitter
+from vllm_magics.ask.reasoning import ReasoningSplitter
 
 
 class AskError(VllmMagicsError):
@@ -203,7 +203,7 @@ def explain(exc: Exception, client: ChatClient) -> str:
     if isinstance(exc, NoServer):
         return f"nothing answers at {client.base_url}: is the server running? (%vllm_status, %vllm_serve)"
     if isinstance(exc, ServerError):
-        from vllm_magics.chat import error_message
+        from vllm_magics.ask.client import error_message
 
         detail = error_message(exc.status or 0, exc.body) if exc.body is not None else str(exc)
         if exc.status is None and exc.body is None:

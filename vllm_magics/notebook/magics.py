@@ -9,11 +9,11 @@ import atexit
 
 from IPython.core.magic import magics_class
 
-from vllm_magics.ask_magics import AskMagics
-from vllm_magics.magics_base import _parse, _split_passthrough  # noqa: F401 (used by tests and examples)
-from vllm_magics.serve_magics import ServeMagics
-from vllm_magics.status_magics import StatusMagics
-from vllm_magics.tunnel_magics import TunnelMagics
+from vllm_magics.notebook.ask import AskMagics
+from vllm_magics.notebook.base import _parse, _split_passthrough  # noqa: F401 (used by tests and examples)
+from vllm_magics.notebook.serve import ServeMagics
+from vllm_magics.notebook.status import StatusMagics
+from vllm_magics.notebook.tunnel import TunnelMagics
 
 _GROUPS = (ServeMagics, AskMagics, StatusMagics, TunnelMagics)
 

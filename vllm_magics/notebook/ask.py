@@ -8,7 +8,7 @@ from IPython.core.magic import cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Float, Integer, Unicode
 
-from vllm_magics.magics_base import MagicsBase, _parse, served_model_name_or_default
+from vllm_magics.notebook.base import MagicsBase, _parse, served_model_name_or_default
 
 
 @magics_class
@@ -58,7 +58,7 @@ class AskMagics(MagicsBase):
             %%ask --temperature 0
             What is the capital of {{ country }}?
         """
-        from vllm_magics import ask as ask_mod
+        from vllm_magics.ask import request as ask_mod
 
         args = _parse(self.ask, line)
         if not (cell or "").strip():
@@ -86,7 +86,7 @@ class AskMagics(MagicsBase):
         thread = args.thread or (convs.last or convs.DEFAULT if args.cont else None)
         history = convs.history(thread) if thread else []
         messages = ask_mod.build_messages(prompt, system, history)
-        from vllm_magics.display import LiveAnswer
+        from vllm_magics.notebook.views.live import LiveAnswer
 
         live = LiveAnswer(self._in_notebook(), hide_reasoning=args.hide_reasoning or self.hide_reasoning,
                           updates_per_second=self.stream_updates_per_second)
@@ -137,7 +137,7 @@ class AskMagics(MagicsBase):
         return params
 
     def _ask_client(self, args):
-        from vllm_magics.chat import ChatClient
+        from vllm_magics.ask.client import ChatClient
 
         base_url, key, server = self._target(args)
         if server is not None and not server.is_alive():
@@ -149,7 +149,7 @@ class AskMagics(MagicsBase):
         """Whether a server given by URL is vLLM (it then accepts vLLM-only request fields). Asked once per URL."""
         cache = self._vllm_urls
         if client.base_url not in cache:
-            from vllm_magics.health import get_json
+            from vllm_magics.status.probes import get_json
 
             try:
                 status, body = get_json(client.base_url, "/version", timeout=2.0)
@@ -168,9 +168,9 @@ class AskMagics(MagicsBase):
             self.shell.user_ns[out] = answer
 
     def _ask_each(self, args, cell, ns, params, client, model, system):
-        from vllm_magics import ask as ask_mod
-        from vllm_magics.chat import ChatClient
-        from vllm_magics.display import BatchProgress
+        from vllm_magics.ask import request as ask_mod
+        from vllm_magics.ask.client import ChatClient
+        from vllm_magics.notebook.views.live import BatchProgress
 
         if args.each not in ns:
             raise UsageError(f"--each {args.each}: there is no variable named {args.each}")
@@ -209,7 +209,7 @@ class AskMagics(MagicsBase):
         except ask_mod.AskError as exc:
             raise UsageError(str(exc)) from None
         except Exception as exc:
-            from vllm_magics.chat import NoServer, ServerError
+            from vllm_magics.ask.client import NoServer, ServerError
 
             if isinstance(exc, (NoServer, ServerError)):
                 raise UsageError(ask_mod.explain(exc, client)) from None

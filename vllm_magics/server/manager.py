@@ -3,8 +3,8 @@
 Modelled on jupyter_client's KernelManager: start, wait_ready, is_alive, stop (graceful, then
 forced), restart; plus adopt, for a server this package started from an earlier kernel.
 
-    from vllm_magics.plan import plan_serve
-    from vllm_magics.server import VllmServer
+    from vllm_magics.server.plan import plan_serve
+    from vllm_magics.server.manager import VllmServer
     server = VllmServer(plan_serve("Qwen/Qwen2.5-0.5B-Instruct"))
     server.start(); server.wait_ready(timeout=600)
     ...; server.stop()
@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from vllm_magics import process
+from vllm_magics.files import private_dir, read_json, write_json_private
+from vllm_magics.server import process
 from vllm_magics.errors import ServerAlreadyRunning, ServerStartError, ServerTimeout, VllmNotInstalled
-from vllm_magics.health import health_status
-from vllm_magics.plan import ServePlan
-from vllm_magics.progress import StartupProgress
+from vllm_magics.status.probes import health_status
+from vllm_magics.server.plan import ServePlan
+from vllm_magics.server.progress import StartupProgress
 
 DEFAULT_LOG_BYTES = 20_000_000
 READY_POLL_S = 0.1  # detection delay is at most this plus one /health round trip
@@ -90,7 +91,7 @@ class VllmServer:
             raise VllmNotInstalled(
                 f"`{exe}` was not found. Install vLLM first: pip install \"vllm_magics[vllm]\" "
                 "(on Colab: !pip install vllm), then run %vllm_serve again.")
-        process.private_dir(self.dir)
+        private_dir(self.dir)
         # A private TMPDIR: vLLM leaves ZeroMQ socket files behind there (removed on stop). Short,
         # under the system temp folder: a ZeroMQ ipc path longer than 107 bytes fails to bind.
         self.tmp_dir = Path(tempfile.mkdtemp(prefix="vllm-magics-"))
@@ -109,7 +110,7 @@ class VllmServer:
 
     def _save_manifest(self) -> None:
         # Lets a later kernel adopt this server (it needs the key to talk to it): owner-only file.
-        process.write_json_private(self.dir / "server.json", {
+        write_json_private(self.dir / "server.json", {
             "model": self.plan.model, "host": self.plan.host, "port": self.plan.port,
             "argv": self.plan.argv, "env": self.plan.env, "api_key": self.plan.api_key,
             "supervisor_pid": self.proc.supervisor_pid, "started_at": self.started_at,
@@ -135,7 +136,7 @@ class VllmServer:
 
     def wait_ready(self, timeout: float = 900.0,
                    on_progress: Callable[[StartupProgress, list[str]], None] | None = None) -> ReadyInfo:
-        """Block until /health answers 200. Raises ServerStartError (with diagnosis) as soon as the
+        """Block until /health answers 200. Raises ServerStartError (with diagnosis) as the
         process exits, ServerTimeout after `timeout` s (the server is left running)."""
         if self.proc is None:
             raise ServerStartError("the server was never started")
@@ -177,7 +178,7 @@ class VllmServer:
             time.sleep(0.02)
 
     def _start_error(self, message: str, cls=ServerStartError) -> ServerStartError:
-        from vllm_magics.diagnose import diagnose
+        from vllm_magics.server.diagnose import diagnose
 
         tail = "\n".join(process.tail_lines(self.log_path, 400))
         code = self.exit_code()
@@ -214,7 +215,7 @@ class VllmServer:
         """The server this package started on `port` from another kernel, if it still runs."""
         runtime_dir = Path(runtime_dir or default_runtime_dir())
         d = runtime_dir / "servers" / str(port)
-        manifest = process.read_json(d / "server.json")
+        manifest = read_json(d / "server.json")
         sup = manifest.get("supervisor_pid")
         if not sup or not process.pid_alive(sup):
             return None

@@ -1,0 +1,58 @@
+"""Secrets shown safely: a mask that recognises a key without revealing it, and a redactor for text
+and log records (the ngrok agent echoes its token in some errors)."""
+from __future__ import annotations
+
+import logging
+
+
+def mask_secret(secret: str | None) -> str:
+    """Enough to recognise a key, never enough to use it."""
+    if not secret:
+        return "(none)"
+    if len(secret) < 12:
+        return "•" * 6
+    return f"{secret[:3]}…{secret[-4:]}"
+
+
+class SecretRedactor(logging.Filter):
+    """Replaces known secrets in log records (and any text) with their masked form."""
+
+    def __init__(self):
+        super().__init__()
+        self._secrets: set[str] = set()
+        self._installed: list[logging.Logger] = []
+
+    def add(self, secret: str | None) -> None:
+        if secret and len(secret) >= 4:
+            self._secrets.add(secret)
+
+    def redact(self, text) -> str:
+        text = "" if text is None else str(text)
+        for s in sorted(self._secrets, key=len, reverse=True):
+            if s in text:
+                text = text.replace(s, mask_secret(s))
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is the logging module's business
+            return True
+        redacted = self.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+    def install(self, logger_names) -> None:
+        # A filter on a logger sees only the records created on that logger (not those propagated from
+        # its children), so it goes on each of pyngrok's loggers.
+        for name in logger_names:
+            lg = logging.getLogger(name)
+            if self not in lg.filters:
+                lg.addFilter(self)
+                self._installed.append(lg)
+
+    def uninstall(self) -> None:
+        for lg in self._installed:
+            lg.removeFilter(self)
+        self._installed = []
