@@ -11,6 +11,8 @@ import pytest
 import requests
 from IPython.core.error import UsageError
 
+from vllm_magics.notebook.views.tunnel_card import KEY_SCOPE_NOTE
+
 pytestmark = pytest.mark.server
 
 STANDIN = Path(__file__).parent / "standins" / "fake_ngrok.py"
@@ -19,7 +21,7 @@ TOKEN = "2Zq8TestAuthTokenForScanXy_4f9d0c2b7e1a6d3c5b8a9f0e1d2c3b4a5"
 
 @pytest.fixture
 def ngrok_env(tmp_path, monkeypatch):
-    from test_tunnel import _reset_pyngrok
+    from tunnel_standin import _reset_pyngrok
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -44,17 +46,24 @@ def sharing(shell, smollm2_server, ngrok_env, tmp_path):
     shell._vllm_magics.server = None
 
 
-def test_share_ask_and_openai_through_the_tunnel_then_scan_for_the_token(sharing, smollm2_server, capsys,
+def test_share_ask_and_openai_through_the_tunnel_then_scan_for_the_token(sharing, smollm2_server, capfd,
                                                                          caplog, tmp_path, monkeypatch):
     shell = sharing
     caplog.set_level(logging.DEBUG, logger="pyngrok")
+    printed: list[str] = []  # every stdout and stderr of the test, kept for the scan at the end
+
+    def read() -> str:
+        out, err = capfd.readouterr()
+        printed.extend((out, err))
+        return out
+
     shell.run_cell("%ngrok_up", store_history=True)
-    out = capsys.readouterr().out
+    out = read()
     tunnel = shell._vllm_magics.tunnels.list()[0]
     assert tunnel.public_url in out and f"{tunnel.public_url}/v1" in out
     assert "/health through the tunnel: 200 (ok)" in out
     assert smollm2_server.api_key not in out and smollm2_server.api_key[-4:] in out  # masked
-    assert "guards only /v1" in out or "/health" in out
+    assert KEY_SCOPE_NOTE in out  # vLLM's key guards only /v1: /health and /metrics answer anyone
     assert "curl" in out and "from openai import OpenAI" in out
 
     # %%ask through the public URL, streaming.
@@ -63,6 +72,7 @@ def test_share_ask_and_openai_through_the_tunnel_then_scan_for_the_token(sharing
                                 "--max-tokens 30", "What is the capital of France?")
     answer = shell.user_ns["_ask"]
     assert "Paris" in answer.text and answer.finish_reason == "stop"
+    assert "Paris" in read()  # the streamed answer, printed (and scanned below)
 
     # An openai-style client from outside, streaming.
     import openai
@@ -86,13 +96,16 @@ def test_share_ask_and_openai_through_the_tunnel_then_scan_for_the_token(sharing
     assert status["tunnel"] == {"public_url": tunnel.public_url}
 
     shell.run_line_magic("ngrok_up", "--list")
+    assert f"{tunnel.public_url} -> {tunnel.upstream}" in read()
     shell.run_line_magic("ngrok_down", "")
-    assert "Closed" in capsys.readouterr().out and shell._vllm_magics.tunnels.list() == []
+    assert f"Closed {tunnel.public_url}." in read() and shell._vllm_magics.tunnels.list() == []
     shell.run_line_magic("ngrok_down", "--all")
+    assert "the ngrok agent is stopped" in read()
 
     # -- the scan ------------------------------------------------------------------------------------
-    outputs = out + capsys.readouterr().out + capsys.readouterr().err
-    assert TOKEN not in outputs
+    outputs = "\n".join(printed)
+    assert len(printed) == 10 and outputs.count(tunnel.public_url) >= 4  # the scan reads what was printed
+    assert TOKEN not in outputs and smollm2_server.api_key not in outputs
     assert all(TOKEN not in r.getMessage() for r in caplog.records)
     history = "\n".join(shell.history_manager.input_hist_raw)
     assert "%ngrok_up" in history and TOKEN not in history
@@ -131,3 +144,37 @@ def test_no_token_says_how_to_add_a_colab_secret(sharing, monkeypatch):
     with pytest.raises(UsageError, match="NGROK_AUTHTOKEN") as err:
         sharing.run_line_magic("ngrok_up", "")
     assert "Secrets" in str(err.value) and "\n" not in str(err.value).strip()
+
+
+def test_failures_with_verbose_tracebacks_show_neither_token_nor_key(sharing, smollm2_server, tmp_path, capfd,
+                                                                     monkeypatch):
+    """%xmode Verbose prints every frame's local variables: the managed server's API key and the ngrok
+    token are in the frames of %ngrok_up. Failures (a config path under a file, a NUL in the path, the
+    agent refusing the token with ERR_NGROK_105, which echoes it) must be one line, and `%tb` after them
+    must show neither secret."""
+    from test_tunnel_secrets import Printed
+
+    shell = sharing
+    shell.run_line_magic("xmode", "Verbose")
+    printed = Printed(shell, capfd)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    try:
+        for setting, mode, words in [
+            (f"VllmMagics.ngrok_config_path = {str(a_file / 'agent.yml')!r}", None, "is not a folder"),
+            ("VllmMagics.ngrok_config_path = '/tmp/a\\x00b/agent.yml'", None, "ValueError: embedded null byte"),
+            ("VllmMagics.ngrok_config_path = ''", "105", "ERR_NGROK_105"),
+        ]:
+            shell.run_line_magic("config", setting)
+            if mode:
+                monkeypatch.setenv("FAKE_NGROK_MODE", mode)
+            out, err = printed.run("%ngrok_up")
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            assert lines and all(ln.startswith("UsageError: ") for ln in lines) and words in lines[0], err
+            assert "Traceback" not in out + err
+    finally:
+        printed.close()
+        shell.run_line_magic("xmode", "Context")
+    everything = printed.everything()
+    assert "%ngrok_up" in everything and "ERR_NGROK_105" in everything
+    assert TOKEN not in everything and smollm2_server.api_key not in everything

@@ -22,7 +22,10 @@ class SecretRedactor(logging.Filter):
         self._secrets: set[str] = set()
         self._installed: list[logging.Logger] = []
 
-    def add(self, secret: str | None) -> None:
+    def add(self, secret) -> None:
+        """Redact `secret` (a str or a Secret) from now on."""
+        if isinstance(secret, Secret):
+            secret = secret.reveal()
         if secret and len(secret) >= 4:
             self._secrets.add(secret)
 
@@ -56,3 +59,28 @@ class SecretRedactor(logging.Filter):
         for lg in self._installed:
             lg.removeFilter(self)
         self._installed = []
+
+
+class Secret:
+    """A secret held so that no repr shows it: a traceback with locals (`%xmode Verbose`), a debugger or a
+    notebook's echo of a variable prints the masked form. `reveal()` gives the value to the one call that
+    needs it (an agent config writer, an HTTP header)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return f"Secret({mask_secret(self._value)!r})"
+
+    __str__ = __repr__
+
+    def __reduce__(self):  # pickling would write the value out
+        raise TypeError("a Secret is not pickled")

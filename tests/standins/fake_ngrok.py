@@ -21,16 +21,30 @@ What pyngrok runs, and what this answers (pyngrok/process.py, ngrok.py, installe
                                     what anyone on the machine can read at 127.0.0.1:4040 without auth
   Each endpoint's "public URL" is http://127.0.0.1:PORT, a threaded reverse proxy to the upstream that
   streams the response chunk by chunk (SSE works), honours a `basic-auth` traffic-policy action, and, like
-  the free plan, answers browser-looking requests (a Mozilla User-Agent) without the
-  `ngrok-skip-browser-warning` header with the interstitial page (ERR_NGROK_6024) instead of the upstream.
+  the free plan, answers browser-looking requests without the `ngrok-skip-browser-warning` header with the
+  interstitial page (ERR_NGROK_6024) instead of the upstream.
+  The browser warning: ngrok.com/abuse ("Browser Warning": an interstitial page "for free accounts
+  receiving requests from browsers", "completely bypassed by adding the ngrok-skip-browser-warning header")
+  and blog.ngrok.com/posts/fighting-abuse-on-the-ngrok-platform (2022: "should not impact users serving
+  APIs or accessing ngrok endpoints programmatically"). How ngrok tells a browser is not documented: the
+  trigger here, "Mozilla" in the User-Agent, is a GUESS; so is showing it on every request (ngrok shows it
+  once per endpoint and browser, then remembers the visitor's click).
 
 Knobs (environment):
-  FAKE_NGROK_MODE   ok (default) | 4018 | 105 | 108 | silent (print nothing, never answer, never exit)
+  FAKE_NGROK_MODE   ok (default) | 4018 | 105 | 108 | silent (print nothing, never answer, never exit: a
+                    GUESS at a hung or wrong binary; what matters is that pyngrok then blocks in readline())
                     | offline (serve the API, but only ever print "failed to reconnect session" errors)
   FAKE_NGROK_RECORD a folder: writes pid-<PID>.json (argv, pid) and appends each API request's body to
                     api-requests.jsonl
   FAKE_NGROK_VERSION  version to print (default 3.24.0)
-A token that is not [A-Za-z0-9_] only gets ERR_NGROK_105 as the real service answers it; no token, 4018.
+Which token gets which answer (start(), below):
+  - FAKE_NGROK_MODE=105, or a token with a character outside [A-Za-z0-9_]: ERR_NGROK_105, echoing the token.
+    That ngrok answers 105 to a malformed token, and echoes it, is from Storm-Breaker issue 58 (below:
+    a token pasted with extra text). The exact rule the ngrok service applies is not published: the
+    character class here is a GUESS, from the shape of real tokens (letters, digits, underscores).
+  - no token at all: ERR_NGROK_4018 (atlantis pull 6164: "requires a verified account and authtoken").
+  - the agent prints "starting web service" before it dials ngrok, so 105/4018/108 come after it and the
+    agent exits with code 1 (pyngrok issue 125; the line order of atlantis pull 6164).
 
 The error texts are quoted from real agent output (logfmt, `err="..."` with \\n and \\r\\n escapes):
   ERR_NGROK_4018: github.com/runatlantis/atlantis pull 6164 (agent 3.x, 2026) and
@@ -460,7 +474,7 @@ def start(args: list[str]) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host, port = server.server_address[:2]
     log("info", "starting web service", obj="web", addr=f"{host}:{port}", allow_hosts="[]")
-    time.sleep(0.05)  # the real agent dials the ngrok service here
+    time.sleep(0.05)  # the real agent dials the ngrok service here (the pause's length is a guess)
     if MODE == "105" or (token and not re.fullmatch(r"[A-Za-z0-9_]+", str(token))):
         fail(ERR_105.format(token=token))
     if MODE == "4018" or not token:
@@ -471,6 +485,7 @@ def start(args: list[str]) -> None:
         pause = 0.2
         while True:
             log("eror", "failed to reconnect session", obj="tunnels.session", err=ERR_OFFLINE)
+            record("offline-error-printed", {"pid": os.getpid()})  # so a test can wait for it
             time.sleep(pause)
             pause = min(pause * 2, 5.0)
     log("info", "client session established", obj="tunnels.session")

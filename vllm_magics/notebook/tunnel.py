@@ -3,10 +3,35 @@ from __future__ import annotations
 
 from IPython.core.error import UsageError
 from IPython.core.magic import line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments
+from vllm_magics.notebook.args import argument, magic_arguments
 from traitlets import Float, Unicode
 
 from vllm_magics.notebook.base import MagicsBase, _parse, served_model_name_or_default
+
+
+def _hint(exc) -> str:
+    """What to type, for the library errors a magic can fix (the library itself names no magic)."""
+    from vllm_magics.tunnel import errors
+
+    if isinstance(exc, errors.InsecureShareRefused):
+        return (" %vllm_serve MODEL --restart starts it again with a key (a random one unless --no-api-key); "
+                "%ngrok_up --insecure shares it without one.")
+    if isinstance(exc, errors.AgentConfigUnwritable):
+        return " Set another: %config VllmMagics.ngrok_config_path = '/a/private/folder/agent.yml'"
+    if isinstance(exc, errors.NgrokNotInstalled):
+        return " In a notebook: %config VllmMagics.ngrok_path = '/path/to/ngrok'"
+    if isinstance(exc, errors.NgrokStartTimeout):
+        return " To allow a slower start: %config VllmMagics.ngrok_startup_timeout = 60"
+    return ""
+
+
+def _colab_output():
+    """google.colab.output on Colab, else None."""
+    try:
+        from google.colab import output  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return output
 
 
 @magics_class
@@ -38,8 +63,37 @@ class TunnelMagics(MagicsBase):
         The ngrok token comes from Colab Secrets (NGROK_AUTHTOKEN), the NGROK_AUTHTOKEN environment
         variable, or a hidden prompt; never from this line (it would be saved in the notebook).
         """
-        from vllm_magics.tunnel.manager import TunnelError
+        return self._at_the_edge("%ngrok_up", self._ngrok_up, line)
 
+    def _at_the_edge(self, magic: str, body, line: str):
+        """Run a tunnel magic so that whatever goes wrong is one UsageError line with every secret
+        redacted: a raw traceback (with `%xmode Verbose`, its frames' local variables) could show the
+        ngrok token or the API key. The error is raised outside the except block, so it carries no chained
+        exception and no frame of the failed call."""
+        from vllm_magics.redact import SecretRedactor
+        from vllm_magics.tunnel.token import TunnelError
+
+        redactor = SecretRedactor()
+        failure = None
+        try:
+            return body(line, redactor)
+        except UsageError as exc:
+            failure = self._one_line(str(exc), redactor)
+        except TunnelError as exc:
+            failure = self._one_line(str(exc), redactor) + _hint(exc)
+        except KeyboardInterrupt:
+            failure = (f"{magic} was interrupted (an agent it was starting is stopped; %ngrok_up --list shows "
+                       "the tunnels).")
+        except Exception as exc:  # noqa: BLE001 - the edge: nothing raw reaches the notebook
+            failure = f"{magic} failed: {exc.__class__.__name__}: " + self._one_line(str(exc), redactor)
+        raise UsageError(failure)
+
+    def _one_line(self, text: str, redactor) -> str:
+        if self.tunnels is not None:
+            text = self.tunnels.redact(text)
+        return " ".join(redactor.redact(text).split())
+
+    def _ngrok_up(self, line, redactor):
         args = _parse(self.ngrok_up, line)
         if args.list:
             return self._show_tunnels()
@@ -51,7 +105,8 @@ class TunnelMagics(MagicsBase):
         if not ours and not args.insecure:
             raise UsageError(f"port {port} is not the server this kernel manages, so vllm_magics cannot tell "
                              "whether it checks an API key: add --insecure to share it anyway")
-        api_key = server.api_key if ours else None
+        if ours:
+            redactor.add(server.api_key)
         model = served_model_name_or_default(server if ours else None)
         if args.colab:
             return self._colab_share(port)
@@ -60,47 +115,50 @@ class TunnelMagics(MagicsBase):
             import secrets as _secrets
 
             basic = ("vllm", _secrets.token_urlsafe(12))
-        try:
-            tunnels = self._tunnel_manager(args.region)
-            token, source = self._ngrok_token()
-            tunnel = tunnels.open(port, api_key=api_key, insecure=args.insecure, authtoken=token,
-                                  token_source=source, basic_auth=basic, domain=args.domain)
-        except TunnelError as exc:
-            raise UsageError(str(exc)) from None
-        from vllm_magics.tunnel.manager import health_through, tunnel_card
+        tunnels = self._tunnel_manager(args.region)
+        token, source = self._ngrok_token()  # a Secret: a traceback's locals show it masked
+        redactor.add(token)
+        tunnel = tunnels.open(port, api_key=server.api_key if ours else None, insecure=args.insecure,
+                              authtoken=token, token_source=source, basic_auth=basic, domain=args.domain)
+        del token
+        from vllm_magics.notebook.views.tunnel_card import tunnel_card
+        from vllm_magics.tunnel.manager import health_through
 
-        card = tunnel_card(tunnel, api_key, model)
         status = health_through(tunnel.public_url, timeout=10, basic_auth=basic)
-        card.notes.insert(0, f"/health through the tunnel: {status}" + (" (ok)" if status == 200 else
-                          " - the tunnel is open but the server did not answer through it"))
-        if basic is not None:
-            card.notes.insert(1, f"Browsers will ask for user {basic[0]} / password {basic[1]}.")
-        if args.show_key and api_key:
-            card.api_key_masked = api_key
-        card.notes.append(f"token from {tunnels.token_source or source}; request inspection is off.")
-        self._show(card)
+        self._show(tunnel_card(tunnel, server.api_key if ours else None, model, health=status, basic_auth=basic,
+                               token_source=tunnels.token_source or source, show_key=args.show_key,
+                               on_colab=_colab_output() is not None))
 
     def _ngrok_token(self):
-        from vllm_magics.tunnel.token import HOW_TO_ADD, NgrokTokenMissing, find_authtoken
+        from vllm_magics.tunnel.token import HOW_TO_ADD, NgrokTokenMissing, find_token
 
         try:
-            return find_authtoken(interactive=True)
+            return find_token(interactive=True)
         except (EOFError, OSError, NotImplementedError) as exc:
             # getpass with nobody to type (nbclient, a script; Jupyter raises StdinNotImplementedError).
-            raise NgrokTokenMissing(f"no ngrok token found, and nobody to type one ({exc.__class__.__name__}). "
-                                    + HOW_TO_ADD) from None
+            failure = NgrokTokenMissing(f"no ngrok token found, and nobody to type one ({exc.__class__.__name__}). "
+                                        + HOW_TO_ADD)
+        raise failure
 
     def _tunnel_manager(self, region=None):
-        if self.tunnels is None or (region and self.tunnels.config.region != region):
-            from pathlib import Path
+        """The session's TunnelManager, made anew when the settings changed (a new region always; a new
+        agent path, config path or timeout once no agent runs: open tunnels are not closed behind a
+        %config)."""
+        from pathlib import Path
 
-            from vllm_magics.tunnel.manager import TunnelManager
+        config_path = Path(self.ngrok_config_path or Path(self._runtime_dir()) / "ngrok" / "agent.yml").expanduser()
+        t = self.tunnels
+        if t is not None and not (region and t.region != region):
+            same = (t.config_path == config_path and t.startup_timeout == self.ngrok_startup_timeout
+                    and (not self.ngrok_path or t.ngrok_path == self.ngrok_path))
+            if same or t.is_running():
+                return t
+        from vllm_magics.tunnel.manager import TunnelManager
 
-            if self.tunnels is not None:
-                self.tunnels.stop()
-            config_path = self.ngrok_config_path or str(Path(self._runtime_dir()) / "ngrok" / "agent.yml")
-            self.tunnels = TunnelManager(ngrok_path=self.ngrok_path or None, config_path=config_path,
-                                         startup_timeout=self.ngrok_startup_timeout, region=region)
+        if t is not None:
+            t.stop()
+        self.tunnels = TunnelManager(ngrok_path=self.ngrok_path or None, config_path=config_path,
+                                     startup_timeout=self.ngrok_startup_timeout, region=region)
         return self.tunnels
 
     def _show_tunnels(self):
@@ -113,14 +171,13 @@ class TunnelMagics(MagicsBase):
                   f"open {t.age():.0f} s{'; basic auth' if t.basic_auth else ''})")
 
     def _colab_share(self, port):
-        from vllm_magics.tunnel.manager import TunnelError, colab_proxy_url
+        from vllm_magics.tunnel.colab import colab_proxy_url
 
-        try:
-            proxy = colab_proxy_url(port)
-        except TunnelError as exc:
-            raise UsageError(str(exc)) from None
+        proxy = colab_proxy_url(port, _colab_output())
         if proxy.url:
             print(f"Colab proxy: {proxy.url}  (OpenAI base URL {proxy.openai_base_url})")
+        if proxy.shown == "iframe":
+            print(f"The server's API docs (/docs) are shown below, through Colab's proxy to port {port}.")
         print(proxy.note)
 
     @magic_arguments()
@@ -129,6 +186,9 @@ class TunnelMagics(MagicsBase):
     @line_magic
     def ngrok_down(self, line=""):
         """Close a tunnel (the only one, the given one, or --all)."""
+        return self._at_the_edge("%ngrok_down", self._ngrok_down, line)
+
+    def _ngrok_down(self, line, redactor):
         args = _parse(self.ngrok_down, line)
         tunnels = self.tunnels.list() if self.tunnels is not None else []
         if args.all:
