@@ -16,7 +16,6 @@ from vllm_magics.server import diagnose as diag_mod
 from vllm_magics.server.diagnose import KEYS, diagnose
 
 LOGS = Path(__file__).parent / "fixtures" / "vllm_logs"
-DIAGNOSE_PY = Path(diag_mod.__file__)
 
 # fixture -> (exit code the server had, expected first key, texts the fix must contain)
 CASES: dict[str, tuple[int | None, str, tuple[str, ...]]] = {
@@ -202,34 +201,62 @@ def test_keys_are_unique_and_stable():
     assert KEYS[-1] == "engine_died"
 
 
-def test_big_log_is_fast():
-    import time
-
+def test_big_log_is_diagnosed():
+    """(Its cost is measured by bench/diagnose_time.py: a 20 MB log well under a second.)"""
     log = read(SUCCESSES[0]) * 300  # ~19k lines of a healthy server
-    start = time.perf_counter()
     assert diagnose(log) == []
     bad = log + read("engine_died__corrupt_weights.log")
     assert diagnose(bad)[0].key == "engine_died"
-    assert time.perf_counter() - start < 5
 
 
-def test_standalone_import_is_stdlib_only_and_cheap():
-    """Loaded by path (not through the package), the module pulls in nothing outside the stdlib."""
-    code = f"""
-import sys, time, importlib.util
+def test_a_log_at_the_rotation_limit_is_read_at_its_head_and_tail():
+    head = "(APIServer pid=1) INFO 11-27 10:40:07 [api_server.py:1] non-default args: {'port': 8123}\n"
+    middle = read(SUCCESSES[0]) * (20_000_000 // len(read(SUCCESSES[0])) + 1)
+    log = head + middle + "OSError: [Errno 98] Address already in use\n"
+    assert len(log) > 20_000_000
+    d = diagnose(log)[0]
+    assert d.key == "port_in_use" and "`--port 8124`" in d.fix  # the port from the head, the error from the tail
+
+
+# Lines without spaces, 10k characters each, shaped against each pattern family: an unbounded repeat before
+# a literal that never comes made the old `model_not_found` pattern quadratic (40 such lines: 80 s).
+PATHOLOGICAL = [
+    "x" * 10_000,
+    "a." * 5_000,
+    "/" * 10_000,
+    "]" * 10_000,
+    "] " * 5_000,
+    "Error" * 2_000,
+    "huggingface.co/" * 700,
+    "'" * 10_000,
+    "é" * 10_000,
+    "(EngineCore pid=1)" * 500,
+]
+
+
+def test_pathological_lines_give_the_right_diagnosis():
+    junk = "\n".join(PATHOLOGICAL * 4)  # 40 long lines, about 400 KB
+    assert diagnose(junk) == []
+    typo = junk + "\n" + read("model_not_found__hub_id_typo.log") + "\n" + junk
+    d = diagnose(typo, 1)
+    assert d[0].key == "model_not_found" and "`HuggingFaceTB/SmolLM2-135M-Instruc`" in d[0].fix
+    # The same failure written on one long line of junk: the model id is the word before the message.
+    one_line = "x" * 100_000 + " my-org/my-model is not a local folder and is not a valid model identifier"
+    assert "`my-org/my-model`" in diagnose(one_line, 1)[0].fix
+    died = junk + "\n" + read("engine_died__corrupt_weights.log")
+    assert "SafetensorError: Error while deserializing header" in diagnose(died, 1)[-1].fix
+
+
+def test_standalone_import_is_stdlib_only():
+    """Imported in a fresh interpreter, the module pulls in nothing outside the stdlib and its own package.
+    (Its import time is measured by bench/diagnose_time.py.)"""
+    code = """
+import sys
 before = set(sys.modules)
-t = time.perf_counter()
-spec = importlib.util.spec_from_file_location("vm_diagnose", {str(DIAGNOSE_PY)!r})
-mod = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = mod
-spec.loader.exec_module(mod)
-elapsed = time.perf_counter() - t
-new = {{m.split(".")[0] for m in set(sys.modules) - before}} - {{"vm_diagnose"}}
+import vllm_magics.server.diagnose
+new = {m.split(".")[0] for m in set(sys.modules) - before} - {"vllm_magics"}
 outside = sorted(m for m in new if m not in sys.stdlib_module_names)
-print(outside, "IPython" in sys.modules, elapsed)
+print(outside, "IPython" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "[]" and out[1] == "False", out
-    # Generous bound (this includes compiling the source when no .pyc can be written); the real cost with
-    # a cached .pyc is a fraction of a millisecond.
-    assert float(out[2]) < 0.2

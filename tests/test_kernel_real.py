@@ -2,6 +2,7 @@
 kernel goes away, killed with SIGKILL or shut down."""
 import os
 import signal
+import subprocess
 
 import pytest
 from jupyter_client.manager import KernelManager
@@ -65,10 +66,30 @@ def test_progress_is_live_and_sigkill_of_the_kernel_leaves_no_vllm_process(kerne
     assert not [p for p in vllm_processes() if f"--port {port}" in p]
 
 
-def test_kernel_shutdown_stops_the_server(kernel):
+def supervisors_started_by(pid: int) -> list[int]:
+    """The process groups (supervisors) a kernel started: its children running our supervisor."""
+    out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    return [int(ln.split()[0]) for ln in out.splitlines()[1:]
+            if int(ln.split()[1]) == pid and "vllm_magics.server.supervisor" in ln]
+
+
+def test_reloading_the_extension_adopts_the_kernels_server_and_shutdown_stops_it(kernel):
+    """Issue 10: after %unload_ext, %vllm_serve of the same model started a second server on the next
+    port, because a server started without --detach was taken for another notebook's."""
     km, kc = kernel
     port = free_port()
     _, pgid = serve_in_kernel(kc, port)
+    pid = int(printed(run(kc, "print(get_ipython()._vllm_magics.server.pid)")))
+    out = printed(run(kc, "%unload_ext vllm_magics"))
+    assert "is still running" in out and f"%vllm_serve {SMOLLM2} adopt it again" in out
+    run(kc, "%load_ext vllm_magics\n" f"%config VllmMagics.vllm_command = [{str(VLLM_BIN)!r}]")
+    messages = run(kc, f"%vllm_serve {SMOLLM2} --port {port}")
+    shown = "".join(m["content"]["data"].get("text/plain", "") for m in messages if "data" in m["content"])
+    assert "Adopted" in shown and "this kernel started it" in shown
+    after = printed(run(kc, "s = get_ipython()._vllm_magics.server\nprint(s.pid, s.pgid, s.plan.port)")).split()
+    assert after == [str(pid), str(pgid), str(port)]
+    assert supervisors_started_by(km.provisioner.pid) == [pgid]  # one server, not a second on the next port
+
     km.shutdown_kernel(now=False)
     assert wait_until(lambda: process.group_members(pgid) == [], 30), process.group_members(pgid)
 

@@ -95,7 +95,7 @@ def test_a_model_path_that_does_not_exist_fails_fast_with_a_hint(rig, shell, cap
     assert "Why:" in out and "Fix:" in out and "Full log:" in out
     assert "The model could not be found" in message  # the first diagnosis, in the one-line error
     assert "`/nonexistent/model-folder` is not an existing folder" in out
-    assert took < 90, took  # vLLM needs ~10 s to import and fail; then we notice within a second
+    print(f"failed after {took:.1f} s")  # how soon a failure is noticed: bench/readiness_delay.py measures it
     server_log = list((shell._vllm_magics._runtime_dir() / "servers").glob("*/server.log"))
     assert server_log and "nonexistent/model-folder" in server_log[0].read_text()
 
@@ -144,14 +144,23 @@ def test_a_second_serve_says_a_server_runs(rig, shell, capsys):
     assert shell._vllm_magics.server.pid == pid
     shell.run_line_magic("vllm_logs", "--follow 1")
     assert "stopped following after 1 s" in capsys.readouterr().out
-    # Another kernel (a new extension instance) leaves this kernel's server alone and moves on.
-    shell.run_line_magic("unload_ext", "vllm_magics")
-    shell.run_line_magic("load_ext", "vllm_magics")
-    shell.run_line_magic("config", f"VllmMagics.vllm_command = [{str(VLLM_BIN)!r}]")
-    shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port} --dry-run")
-    out = capsys.readouterr().out
-    assert f"Port {port} serves {SMOLLM2} for another notebook's kernel" in out
-    assert f"Port {port} is taken by pid {pid}" in out and "using port" in out
+    # Another kernel leaves this kernel's server alone and moves on. Here the other kernel is this process
+    # with a new extension instance, and the server's recorded owner a live process that is not this one
+    # (as the kernel that started it would be).
+    other_kernel = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        manifest = json.loads((first.dir / "server.json").read_text())
+        manifest.update(owner_pid=other_kernel.pid, owner_start=process.start_ticks(other_kernel.pid))
+        (first.dir / "server.json").write_text(json.dumps(manifest))
+        shell.run_line_magic("unload_ext", "vllm_magics")
+        shell.run_line_magic("load_ext", "vllm_magics")
+        shell.run_line_magic("config", f"VllmMagics.vllm_command = [{str(VLLM_BIN)!r}]")
+        shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port} --dry-run")
+        out = capsys.readouterr().out
+        assert f"Port {port} serves {SMOLLM2} for another notebook's kernel" in out
+        assert f"Port {port} is taken by pid {pid}" in out and "using port" in out
+    finally:
+        other_kernel.kill()
     shell._vllm_magics.server = first
 
     old = shell._vllm_magics.server
@@ -159,6 +168,11 @@ def test_a_second_serve_says_a_server_runs(rig, shell, capsys):
     new = shell._vllm_magics.server
     assert new.pid != pid and new.state == "ready" and new.plan.port == port
     assert process.group_members(old.pgid) == []
+
+    # A supervisor killed with SIGKILL takes vLLM with it (PR_SET_PDEATHSIG): no server runs on unsupervised.
+    os.kill(new.proc.supervisor_pid, signal.SIGKILL)
+    assert wait_until(lambda: process.group_members(new.pgid) == [], 60), process.group_members(new.pgid)
+    assert not [p for p in vllm_processes() if f" {new.pgid} " in f" {p} "]
 
 
 def test_on_a_t4_the_default_context_is_lowered_to_what_vllm_says_fits(rig, shell, tmp_path, monkeypatch, capsys):

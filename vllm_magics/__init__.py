@@ -8,10 +8,6 @@ are imported when a magic needs them.
 """
 __version__ = "0.1.0"
 
-_MAGIC_NAMES = {"line": ("vllm_serve", "vllm_stop", "vllm_logs", "vllm_status", "ask_reset", "ngrok_up",
-                         "ngrok_down"), "cell": ("ask",)}
-
-
 def load_ipython_extension(ipython):
     from vllm_magics.notebook.magics import VllmMagics
 
@@ -21,15 +17,16 @@ def load_ipython_extension(ipython):
 
 
 def unload_ipython_extension(ipython):
-    from vllm_magics.notebook.magics import describe_running
+    from vllm_magics.notebook.magics import VllmMagics, describe_running
 
     magics = getattr(ipython, "_vllm_magics", None)
     table = ipython.magics_manager.magics
-    for kind, names in _MAGIC_NAMES.items():
+    for kind, names in VllmMagics.magic_names().items():
         for name in names:
             table[kind].pop(name, None)
     ipython.magics_manager.registry.pop("VllmMagics", None)
     if magics is not None:
+        magics.close()
         if magics in ipython.configurables:
             ipython.configurables.remove(magics)
         del ipython._vllm_magics
@@ -39,13 +36,12 @@ def unload_ipython_extension(ipython):
 
 
 def _magics():
-    """The extension's VllmMagics in the running IPython, or None."""
+    """The extension's VllmMagics in the running IPython, or None (a script without IPython: None)."""
     try:
-        from IPython import get_ipython
-    except ImportError:
+        from vllm_magics.notebook.magics import running_instance
+    except ImportError:  # no IPython installed
         return None
-    ip = get_ipython()
-    return getattr(ip, "_vllm_magics", None) if ip is not None else None
+    return running_instance()
 
 
 def current_server():

@@ -4,22 +4,58 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def private_dir(path: Path) -> Path:
-    """A folder only its owner can enter (it holds logs, keys, tokens); made if missing."""
+    """A folder for logs, keys and tokens. The folders it has to make are made 0700; a folder that is
+    already there is used as it is (never chmodded: it may be a shared one the user chose), but only
+    when it is a real folder owned by this user: a symlink, or a folder owned by someone else, could
+    send our secrets where another user reads them. Raises PermissionError then (the message says why)."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    missing = []
+    ancestor = path
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        missing.append(ancestor)
+        ancestor = ancestor.parent
+    made = []
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            continue  # made by someone else meanwhile: checked below like any existing folder
+        # mkdir's mode is filtered by the umask. Through a descriptor that refuses a symlink: the folder
+        # could have been swapped for one since.
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+        made.append(folder)
+    if path not in made:
+        _check_own_folder(path)
     return path
+
+
+def _check_own_folder(path: Path) -> None:
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise PermissionError(f"{path} is a symbolic link: vllm_magics keeps private files only in a real "
+                              "folder (choose another path)")
+    if not stat.S_ISDIR(st.st_mode):
+        raise PermissionError(f"{path} is not a folder")
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"{path} belongs to another user (uid {st.st_uid}): vllm_magics keeps private "
+                              "files only in a folder of yours (choose another path)")
 
 
 def write_json_private(path: Path, data: dict) -> None:

@@ -46,12 +46,26 @@ class MagicsBase(Magics):
     runtime_dir = Unicode("", help="Where logs and server state live (default: $VLLM_MAGICS_HOME or "
                           "~/.cache/vllm_magics).").tag(config=True)
 
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell=shell, **kwargs)
+        # The session's state, shared by every group of magics (VllmMagics joins them in one instance).
+        self.server = None  # vllm_magics.server.manager.VllmServer
+        self.tunnels = None  # vllm_magics.tunnel.manager.TunnelManager, made by %ngrok_up
+        self._conversations = None  # vllm_magics.ask Conversations, made on first %%ask
+        self._vllm_urls: dict[str, bool] = {}  # base URL -> is it a vLLM server
+        self._last_metrics: dict = {}  # base URL -> MetricsSnapshot (tokens/s needs two samples)
+
     # -- helpers -----------------------------------------------------------------------------
     def _target(self, args):
         """(base URL, API key, managed server or None) for a magic that talks to a server: `--url` (or
         %config url) with the key read from `--api-key-env`, else the managed server. The managed
-        server's own URL keeps its key and its process information."""
-        from vllm_magics.status.probes import server_root
+        server's own URL keeps its key and its process information. A URL without a scheme is taken as
+        http://; a key sent over plain http:// beyond this machine gets a one-line warning."""
+        import ipaddress
+        import sys
+        from urllib.parse import urlsplit
+
+        from vllm_magics.status.probes import BadURL, server_root
 
         key = None
         key_env = args.api_key_env or self.api_key_env
@@ -60,8 +74,24 @@ class MagicsBase(Magics):
             if not key:
                 raise UsageError(f"the environment variable {key_env} is not set (it should hold the API key)")
         url, server = args.url or self.url, self.server
-        if url and (server is None or server_root(url) != server.base_url):
-            return server_root(url), key, None
+        if url:
+            try:
+                root = server_root(url)
+            except BadURL as exc:
+                raise UsageError(f"--url: {exc} (e.g. http://127.0.0.1:8000/v1)") from None
+        if url and (server is None or root != server.base_url):
+            parts = urlsplit(root)
+            host = (parts.hostname or "").lower()
+            try:
+                local = host == "localhost" or ipaddress.ip_address(host).is_loopback or host == "0.0.0.0"
+            except ValueError:  # a host name other than localhost
+                local = False
+            warned = self.__dict__.setdefault("_plain_http_warned", set())
+            if key and parts.scheme == "http" and not local and root not in warned:
+                warned.add(root)
+                print(f"Warning: the API key goes to {root} over plain http://, readable by anyone on the "
+                      "way; use an https:// URL (e.g. the server's %ngrok_up URL).", file=sys.stderr, flush=True)
+            return root, key, None
         if server is None:
             raise UsageError("no server: start one with %vllm_serve MODEL, or pass --url")
         return server.base_url, key or server.api_key, server

@@ -1,7 +1,7 @@
 """VllmMagics: the extension's magics, one configurable class (`%config VllmMagics`).
 
-The magics are written in groups (serve_magics, ask_magics, status_magics, tunnel_magics); this class
-joins them and owns the state they share: the managed server, conversations, tunnels.
+The magics are written in groups (serve, ask, status, tunnel); this class joins them. The state they
+share (the managed server, conversations, tunnels) is set up by `MagicsBase.__init__`.
 """
 from __future__ import annotations
 
@@ -11,30 +11,45 @@ from IPython.core.magic import magics_class
 
 from vllm_magics.notebook.ask import AskMagics
 from vllm_magics.notebook.base import _parse, _split_passthrough  # noqa: F401 (used by tests and examples)
+from vllm_magics.notebook.doctor import DoctorMagics
 from vllm_magics.notebook.serve import ServeMagics
 from vllm_magics.notebook.status import StatusMagics
 from vllm_magics.notebook.tunnel import TunnelMagics
 
-_GROUPS = (ServeMagics, AskMagics, StatusMagics, TunnelMagics)
+_GROUPS = (ServeMagics, AskMagics, StatusMagics, TunnelMagics, DoctorMagics)
 
 
 @magics_class
-class VllmMagics(ServeMagics, AskMagics, StatusMagics, TunnelMagics):
+class VllmMagics(ServeMagics, AskMagics, StatusMagics, TunnelMagics, DoctorMagics):
     """Start, watch, share and talk to a vLLM server from IPython. Settings: %config VllmMagics."""
 
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
-        self.server = None  # vllm_magics.server.VllmServer
-        self._conversations = None  # vllm_magics.ask.Conversations, made on first %%ask
-        self._vllm_urls: dict[str, bool] = {}  # base URL -> is it a vLLM server
-        self._last_metrics: dict = {}  # base URL -> MetricsSnapshot (tokens/s needs two samples)
-        self.tunnels = None  # vllm_magics.tunnel.TunnelManager, made by %ngrok_up
+        # One registration per instance, removed again by `close()` (%unload_ext): a reloaded
+        # extension must not leave the old instance's handler behind.
         atexit.register(self._stop_at_exit)
+
+    def close(self) -> None:
+        """The extension is unloaded: the at-exit stop goes with it (the server keeps running)."""
+        atexit.unregister(self._stop_at_exit)
+
+    @classmethod
+    def magic_names(cls) -> dict[str, tuple[str, ...]]:
+        """{"line": (...), "cell": (...)}: what this class registers, for unloading."""
+        return {kind: tuple(table) for kind, table in cls.magics.items()}
 
 
 # IPython's @magics_class gives each class only the magics defined in its own body: join the groups'.
 VllmMagics.magics = {kind: {name: meth for group in _GROUPS for name, meth in group.magics[kind].items()}
                      for kind in ("line", "cell")}
+
+
+def running_instance() -> VllmMagics | None:
+    """The instance %load_ext made in the running IPython, if any."""
+    from IPython import get_ipython
+
+    ip = get_ipython()
+    return getattr(ip, "_vllm_magics", None) if ip is not None else None
 
 
 def describe_running(magics: VllmMagics) -> str | None:

@@ -5,7 +5,7 @@ import time
 
 from IPython.core.error import UsageError
 from IPython.core.magic import line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments
+from vllm_magics.notebook.args import argument, magic_arguments
 from traitlets import Bool, Float, Integer, List, Unicode
 
 from vllm_magics.notebook.base import MagicsBase, _parse, _split_passthrough
@@ -32,7 +32,8 @@ class ServeMagics(MagicsBase):
 
     def _stop_at_exit(self):
         server = self.server
-        if server is not None and not server.detach and server.is_alive():
+        # atexit handlers carry over os.fork: a forked child that exits must leave its parent's server be.
+        if server is not None and not server.detach and server.owner() == "this process" and server.is_alive():
             server.stop()
 
     def _card(self, server, headline, ready_seconds=None, notes=()):
@@ -66,16 +67,23 @@ class ServeMagics(MagicsBase):
     def vllm_serve(self, line=""):
         """Start `vllm serve MODEL` in the background and wait until it answers.
 
-        Anything after `--` goes to vLLM unchanged. Example:
+        Flags this magic does not own go to vLLM in the order given, with or without `--` (the model
+        comes first). The old `--flag true|false` spelling of vLLM's on/off flags becomes `--flag` /
+        `--no-flag` (said on the card). Example, the seed notebook's command as typed:
 
-            %vllm_serve deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B -- --reasoning-parser deepseek_r1
+            %vllm_serve deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --trust-remote-code --dtype half --max-model-len 16384 --enable-chunked-prefill false --tensor-parallel-size 1
         """
         head, extra = _split_passthrough(line)
-        args = self.vllm_serve.parser.parse_args(head)
+        # The magic's own options are read; the rest (as a person pastes a `vllm serve` line) is vLLM's.
+        args, for_vllm = self.vllm_serve.parser.parse_known_args(head)
+        extra = for_vllm + extra
         if not args.model:
             raise UsageError("which model? e.g. %vllm_serve Qwen/Qwen2.5-0.5B-Instruct (see %vllm_serve?)")
         if args.api_key and args.no_api_key:
             raise UsageError("--api-key and --no-api-key contradict each other: choose one")
+        if args.port is not None and not 1 <= args.port <= 65535:
+            raise UsageError(f"--port {args.port}: a port is a number from 1 to 65535 (a taken port moves on "
+                             "to the next free one by itself)")
         from vllm_magics.server import gpu as gpu_mod
         from vllm_magics.server.plan import plan_serve
         from vllm_magics.server.manager import VllmServer
@@ -96,8 +104,7 @@ class ServeMagics(MagicsBase):
         if adopted is not None:
             self.server = adopted
             return self._show(self._card(adopted, "Adopted the vLLM server already running on this port",
-                                         notes=["Started with --detach by vllm_magics in an earlier kernel; "
-                                                "this kernel manages it now."]))
+                                         notes=notes))
 
         try:
             plan = plan_serve(
@@ -127,30 +134,34 @@ class ServeMagics(MagicsBase):
             self._show(card)
 
     def _choose_port(self, host, port, args, notes):
-        """(port to use, a server to adopt or None). A busy port: adopt our own detached server of the same
-        model, else say who holds it and move to the next free port (or fail with --strict-port). A dry
-        run only reports."""
-        from vllm_magics.server.ports import next_free_port, port_holder, port_is_free
+        """(port to use, a server to adopt or None). A busy port: adopt our own server of the same model
+        (started by this kernel, or detached from one that is gone), else say who holds it and move to
+        the next free port (or fail with --strict-port). A dry run only reports."""
         from vllm_magics.server.manager import VllmServer
+        from vllm_magics.server.ports import next_free_port, port_holder, port_is_free
 
         if port_is_free(host, port):
             return port, None
-        ours = VllmServer.adopt(self._runtime_dir(), port)
-        if ours is not None and not ours.detach:
+        ours = VllmServer.find(self._runtime_dir(), port)
+        if ours is not None and not ours.may_take_over():
             # Another live kernel manages it (it would stop it under us): leave it alone.
             notes.append(f"Port {port} serves {ours.plan.model} for another notebook's kernel.")
             ours = None
         if ours is not None:
+            how = ("this kernel started it" if ours.owner() == "this process" else
+                   "it was started with --detach from a kernel that is gone")
             if ours.plan.model == args.model and not args.restart:
                 if not args.dry_run:
+                    ours.take_over()
+                    notes.append(f"vllm_magics started it: {how}; this kernel manages it now.")
                     return port, ours
-                notes.append(f"Would adopt the detached server for {ours.plan.model} on port {port}.")
+                notes.append(f"Would adopt the server for {ours.plan.model} on port {port} ({how}).")
                 return port, None
             if not args.restart:
-                raise UsageError(f"port {port} already serves {ours.plan.model} (started by vllm_magics with "
-                                 f"--detach, pid {ours.pid}): add --restart to replace it with {args.model}")
+                raise UsageError(f"port {port} already serves {ours.plan.model} (started by vllm_magics: {how}; "
+                                 f"pid {ours.pid}): add --restart to replace it with {args.model}")
             if args.dry_run:
-                notes.append(f"Would stop the detached server for {ours.plan.model} on port {port}.")
+                notes.append(f"Would stop the server for {ours.plan.model} on port {port}.")
                 return port, None
             ours.stop()
             if port_is_free(host, port):
@@ -167,42 +178,9 @@ class ServeMagics(MagicsBase):
         return new_port, None
 
     def _start_and_wait(self, server, timeout, notes):
-        """Start, show progress, and lower our own --max-model-len default once if vLLM says it
-        does not fit."""
-        from vllm_magics.errors import ServerStartError, ServerTimeout, VllmMagicsError
-        from vllm_magics.server.plan import suggested_max_model_len
-
-        while True:
-            try:
-                server.start()
-            except VllmMagicsError as exc:
-                raise UsageError(str(exc)) from None
-            try:
-                return self._wait_with_progress(server, timeout, notes)  # (ReadyInfo, display handle)
-            except KeyboardInterrupt:
-                server.stop()
-                raise UsageError("interrupted: the server was stopped before it was ready "
-                                 f"(its log: {server.log_path})") from None
-            except ServerTimeout as exc:
-                self._show_failure(exc)
-                raise UsageError(str(exc)) from None
-            except ServerStartError as exc:
-                server.stop()
-                suggested = None
-                if server.plan.default_max_model_len:
-                    from pathlib import Path
-
-                    suggested = suggested_max_model_len(Path(server.log_path).read_text(errors="replace"))
-                if suggested and suggested < server.plan.default_max_model_len:
-                    notes.append(f"--max-model-len {server.plan.default_max_model_len} did not fit; vLLM "
-                                 f"suggests {suggested}: restarting with --max-model-len {suggested}.")
-                    server.plan = server.plan.with_max_model_len(suggested)
-                    continue
-                self._show_failure(exc)
-                first = exc.diagnoses[0].summary if exc.diagnoses else "see the log lines above"
-                raise UsageError(f"{exc} — {first}") from None
-
-    def _wait_with_progress(self, server, timeout, notes):
+        """Start and show live progress (the manager lowers our own --max-model-len default once if vLLM
+        says it does not fit: shown as a note); failures become one-line UsageErrors with the next step."""
+        from vllm_magics.errors import ServerStartError, ServerTimeout, VllmMagicsError, VllmNotInstalled
         from vllm_magics.notebook.views.cards import StartupView
 
         view = StartupView(server.plan.model, server.plan.command_line(), server.plan.defaults, notes=notes)
@@ -229,11 +207,37 @@ class ServeMagics(MagicsBase):
                 last[1] = progress.phase
                 print(f"  [{view.elapsed():5.1f}s] {progress.label}: {progress.detail}", flush=True)
 
+        def on_retry(old, new):
+            note = f"--max-model-len {old} did not fit; vLLM suggests {new}: restarting with --max-model-len {new}."
+            notes.append(note)
+            view.command, view.defaults = server.plan.command_line(), server.plan.defaults
+            last[1] = None
+            if notebook:
+                handle.update(view)
+            else:
+                print(f"  note: {note}", flush=True)
+
         try:
-            return server.wait_ready(timeout, on_progress), handle
-        except BaseException:
+            return server.start_and_wait(timeout, on_progress, on_retry=on_retry), handle
+        except BaseException as exc:
             if handle is not None:
                 handle.update(view)  # the last state stays visible above the failure report
+            if isinstance(exc, KeyboardInterrupt):
+                server.stop()
+                raise UsageError("interrupted: the server was stopped before it was ready "
+                                 f"(its log: {server.log_path})") from None
+            if isinstance(exc, ServerTimeout):
+                self._show_failure(exc)
+                raise UsageError(f"{exc}: %vllm_logs shows what it is doing, %vllm_stop stops it") from None
+            if isinstance(exc, ServerStartError):
+                server.stop()
+                self._show_failure(exc)
+                first = exc.diagnoses[0].summary if exc.diagnoses else "see the log lines above"
+                raise UsageError(f"{exc} — {first}") from None
+            if isinstance(exc, VllmNotInstalled):
+                raise UsageError(f"{exc}, then run %vllm_serve again") from None
+            if isinstance(exc, (VllmMagicsError, PermissionError)):  # PermissionError: an unsafe runtime folder
+                raise UsageError(str(exc)) from None
             raise
 
     def _show_failure(self, exc):
@@ -280,11 +284,12 @@ class ServeMagics(MagicsBase):
         server = self.server
         if server is None:
             raise UsageError("no server has been started in this kernel: %vllm_serve MODEL starts one")
-        from vllm_magics.server import process
-        from vllm_magics.server.manager import LogFollower
+        from vllm_magics.server.logfile import LogFollower, tail_lines
 
         print(f"==> {server.log_path} ({server.state}) <==")
-        for ln in process.tail_lines(server.log_path, args.lines):
+        if server.log_write_error:
+            print(f"(the log could not be written, {server.log_write_error}: output since then is lost)")
+        for ln in tail_lines(server.log_path, args.lines):
             print(ln)
         if args.follow is None:
             return

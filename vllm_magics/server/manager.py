@@ -1,13 +1,17 @@
 """The server manager: one `vllm serve` process group and its lifecycle (no IPython, no display).
 
 Modelled on jupyter_client's KernelManager: start, wait_ready, is_alive, stop (graceful, then
-forced), restart; plus adopt, for a server this package started from an earlier kernel.
+forced); plus start_and_wait (lowers our own --max-model-len default once when vLLM says it does not
+fit), and find / take_over, for a server this package started earlier (from this process or another).
 
     from vllm_magics.server.plan import plan_serve
     from vllm_magics.server.manager import VllmServer
     server = VllmServer(plan_serve("Qwen/Qwen2.5-0.5B-Instruct"))
-    server.start(); server.wait_ready(timeout=600)
+    server.start_and_wait(timeout=600)
     ...; server.stop()
+
+Errors carry facts (exit code, log path, log tail, diagnoses); saying which command to type next is the
+caller's business.
 """
 from __future__ import annotations
 
@@ -19,15 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from vllm_magics.errors import ServerAlreadyRunning, ServerStartError, ServerTimeout, VllmNotInstalled
 from vllm_magics.files import private_dir, read_json, write_json_private
 from vllm_magics.server import process
-from vllm_magics.errors import ServerAlreadyRunning, ServerStartError, ServerTimeout, VllmNotInstalled
-from vllm_magics.status.probes import health_status
+from vllm_magics.server.logfile import LogFollower, tail_lines, tail_text
 from vllm_magics.server.plan import ServePlan
+from vllm_magics.server.ports import port_holders, port_listening
 from vllm_magics.server.progress import StartupProgress
+from vllm_magics.server.vllm_log import rotated_path, suggested_max_model_len
+from vllm_magics.status.probes import health_status
 
 DEFAULT_LOG_BYTES = 20_000_000
 READY_POLL_S = 0.1  # detection delay is at most this plus one /health round trip
+
+OnProgress = Callable[[StartupProgress, "list[str]"], None]
 
 
 def default_runtime_dir() -> Path:
@@ -37,14 +46,20 @@ def default_runtime_dir() -> Path:
     return Path(root)
 
 
+def _this_process() -> tuple[int, int | None]:
+    return os.getpid(), process.start_ticks(os.getpid())
+
+
 @dataclass
 class ReadyInfo:
     seconds: float
-    base_url: str
 
 
 class VllmServer:
-    """One managed `vllm serve`. States: new -> starting -> ready -> exited (or stopped)."""
+    """One managed `vllm serve`. States: new -> starting -> ready -> exited (or stopped).
+
+    Its owner is the process that started or took it over (a notebook's kernel), recorded by pid and
+    start time in server.json: `owner()` tells this process, another live one, or one that is gone."""
 
     def __init__(self, plan: ServePlan, runtime_dir: Path | None = None, *, detach: bool = False,
                  shutdown_wait: float = 10.0, max_log_bytes: int = DEFAULT_LOG_BYTES):
@@ -52,7 +67,7 @@ class VllmServer:
         self.detach = detach
         self.shutdown_wait = shutdown_wait
         self.max_log_bytes = max_log_bytes
-        self.runtime_dir = Path(runtime_dir or default_runtime_dir())
+        self.runtime_dir = Path(runtime_dir or default_runtime_dir()).absolute()
         self.dir = self.runtime_dir / "servers" / str(plan.port)
         self.proc: process.SupervisedProcess | None = None
         self.started_at: float | None = None
@@ -60,6 +75,7 @@ class VllmServer:
         self.adopted = False
         self.last_stop: process.StopStep | None = None
         self.tmp_dir: Path | None = None
+        self.owner_pid, self.owner_start = _this_process()
 
     # -- paths and identity -------------------------------------------------------------------
     @property
@@ -82,20 +98,34 @@ class VllmServer:
     def pgid(self) -> int | None:
         return self.proc.pgid if self.proc else None
 
+    def owner(self) -> str:
+        """Who owns the server now: "this process", "another process" (alive), or "gone"."""
+        if (self.owner_pid, self.owner_start) == _this_process():
+            return "this process"
+        if process.pid_alive(self.owner_pid) and process.start_ticks(self.owner_pid) == self.owner_start:
+            return "another process"
+        return "gone"
+
+    def foreign_listeners(self) -> list:
+        """The processes listening on the server's port that are not in its process group: a squatter, or
+        whoever holds the port of a server that is gone. [] when only the server listens, or nobody."""
+        known = (self.pid,) if self.proc is not None and self.proc.command_is_ours() else ()
+        return [h for h in port_holders(self.plan.port, known)
+                if h.pid is None or process.process_group(h.pid) != self.pgid]
+
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         if self.proc is not None and self.is_alive():
             raise ServerAlreadyRunning(f"this server is already running (pid {self.pid})")
         exe = self.plan.argv[0]
         if shutil.which(exe) is None and not os.path.exists(exe):
-            raise VllmNotInstalled(
-                f"`{exe}` was not found. Install vLLM first: pip install \"vllm_magics[vllm]\" "
-                "(on Colab: !pip install vllm), then run %vllm_serve again.")
+            raise VllmNotInstalled(f"`{exe}` was not found: vLLM is not installed "
+                                   "(pip install \"vllm_magics[vllm]\"; on Colab: !pip install vllm)")
         private_dir(self.dir)
         # A private TMPDIR: vLLM leaves ZeroMQ socket files behind there (removed on stop). Short,
         # under the system temp folder: a ZeroMQ ipc path longer than 107 bytes fails to bind.
         self.tmp_dir = Path(tempfile.mkdtemp(prefix="vllm-magics-"))
-        for old in (self.log_path, Path(str(self.log_path) + ".1")):
+        for old in (self.log_path, rotated_path(self.log_path)):
             old.unlink(missing_ok=True)
         env = dict(os.environ)
         env.update(self.plan.env)
@@ -106,6 +136,7 @@ class VllmServer:
         self.started_at = time.time()
         self.ready_at = None
         self.adopted = False
+        self.owner_pid, self.owner_start = _this_process()
         self._save_manifest()
 
     def _save_manifest(self) -> None:
@@ -113,8 +144,10 @@ class VllmServer:
         write_json_private(self.dir / "server.json", {
             "model": self.plan.model, "host": self.plan.host, "port": self.plan.port,
             "argv": self.plan.argv, "env": self.plan.env, "api_key": self.plan.api_key,
-            "supervisor_pid": self.proc.supervisor_pid, "started_at": self.started_at,
-            "ready_at": self.ready_at, "detach": self.detach, "tmp_dir": str(self.tmp_dir),
+            "supervisor_pid": self.proc.supervisor_pid, "supervisor_start": self.proc.supervisor_start,
+            "owner_pid": self.owner_pid, "owner_start": self.owner_start,
+            "started_at": self.started_at, "ready_at": self.ready_at, "detach": self.detach,
+            "tmp_dir": str(self.tmp_dir),
         })
 
     def is_alive(self) -> bool:
@@ -122,9 +155,6 @@ class VllmServer:
 
     def exit_code(self) -> int | None:
         return self.proc.exit_code() if self.proc else None
-
-    def is_ready(self, timeout: float = 1.0) -> bool:
-        return self.is_alive() and health_status(self.base_url, timeout) == 200
 
     @property
     def state(self) -> str:
@@ -134,10 +164,10 @@ class VllmServer:
             return "stopped" if self.last_stop else "exited"
         return "ready" if self.ready_at else "starting"
 
-    def wait_ready(self, timeout: float = 900.0,
-                   on_progress: Callable[[StartupProgress, list[str]], None] | None = None) -> ReadyInfo:
-        """Block until /health answers 200. Raises ServerStartError (with diagnosis) as the
-        process exits, ServerTimeout after `timeout` s (the server is left running)."""
+    def wait_ready(self, timeout: float = 900.0, on_progress: OnProgress | None = None) -> ReadyInfo:
+        """Block until /health answers 200 from a process of this server's group. Raises
+        ServerStartError (with diagnosis) as the process exits or when another process holds the port,
+        ServerTimeout after `timeout` s (the server is left running)."""
         if self.proc is None:
             raise ServerStartError("the server was never started")
         progress = StartupProgress()
@@ -156,40 +186,82 @@ class VllmServer:
                 if on_progress and lines:
                     on_progress(progress, lines)
                 raise self._start_error(f"vLLM exited with code {self.exit_code()} before it was ready")
-            status = health_status(self.base_url, timeout=0.5)
-            if status == 200 and self.is_alive():
+            if health_status(self.base_url, timeout=0.5) == 200 and self._answered_by_us():
                 self.ready_at = time.time()
                 self._save_manifest()
                 progress.feed("Application startup complete.")
                 if on_progress:
                     on_progress(progress, reader.read_new_lines())
-                return ReadyInfo(time.monotonic() - t0, self.base_url)
+                return ReadyInfo(time.monotonic() - t0)
             if time.monotonic() > deadline:
                 raise self._start_error(
                     f"vLLM was not ready after {timeout:.0f} s (last phase: {progress.label}); it is still "
-                    "running: %vllm_logs shows what it is doing, %vllm_stop stops it", cls=ServerTimeout)
+                    "running", cls=ServerTimeout)
             time.sleep(READY_POLL_S)
+
+    def _answered_by_us(self) -> bool:
+        """A /health 200 counts only when the server's own group listens on the port: between the free-port
+        check and vLLM's bind (seconds of imports later) another process may have taken it."""
+        if not self.is_alive():
+            return False
+        foreign = self.foreign_listeners()
+        if foreign:
+            raise self._start_error(f"port {self.plan.port} was taken by {foreign[0].describe()} while vLLM "
+                                    "was starting: that process answers there, not this server")
+        return port_listening(self.plan.port)  # no one: the listener just went away; ask again
 
     def _wait_log_complete(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end and not self.proc.state().get("log_complete"):
-            if not process.pid_alive(self.proc.supervisor_pid):
+            if not self.proc.supervisor_is_ours():
                 return
             time.sleep(0.02)
 
     def _start_error(self, message: str, cls=ServerStartError) -> ServerStartError:
         from vllm_magics.server.diagnose import diagnose
 
-        tail = "\n".join(process.tail_lines(self.log_path, 400))
+        tail = "\n".join(tail_lines(self.log_path, 400))
         code = self.exit_code()
         if code == 0:
             message += " (exit code 0 does not mean success here: the engine stopped)"
         return cls(message, exit_code=code, log_path=self.log_path,
                    log_tail="\n".join(tail.splitlines()[-25:]), diagnoses=diagnose(tail, code))
 
+    def start_and_wait(self, timeout: float = 900.0, on_progress: OnProgress | None = None, *,
+                       on_retry: Callable[[int, int], None] | None = None,
+                       lower_max_model_len: bool = True) -> ReadyInfo:
+        """start() then wait_ready(). When the start fails because our own --max-model-len default (the
+        plan's `default_max_model_len`) does not fit and vLLM said which length would, start again once
+        with that length (`on_retry(old, new)` is told first). A second failure is raised as it is."""
+        self.start()
+        try:
+            return self.wait_ready(timeout, on_progress)
+        except ServerTimeout:
+            raise
+        except ServerStartError:
+            self.stop()
+            smaller = self._fitting_max_model_len() if lower_max_model_len else None
+            if smaller is None:
+                raise
+        old = self.plan.default_max_model_len
+        self.plan = self.plan.with_max_model_len(smaller)
+        if on_retry is not None:
+            on_retry(old, smaller)
+        self.start()
+        return self.wait_ready(timeout, on_progress)
+
+    def _fitting_max_model_len(self) -> int | None:
+        """The shorter context vLLM's log says fits, when --max-model-len was our default; else None."""
+        default = self.plan.default_max_model_len
+        if not default:
+            return None
+        suggested = suggested_max_model_len(tail_text(self.log_path, 1_000_000))
+        return suggested if suggested and suggested < default else None
+
     def stop(self, now: bool = False) -> process.StopStep:
-        """SIGTERM to the whole group, wait `shutdown_wait` s, then SIGKILL what is left.
-        Returns how far it had to go. Stopped means no process left in the group."""
+        """SIGTERM to the whole group, wait `shutdown_wait` s, then SIGKILL what is left. Returns how far
+        it had to go. Stopped means no process left in the group; a group that is no longer this
+        server's (its processes gone, their pids reused) is never signalled."""
         if self.proc is None:
             return process.StopStep.ALREADY_GONE
         step = self.proc.terminate(grace=0.0 if now else self.shutdown_wait)
@@ -198,70 +270,52 @@ class VllmServer:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
         return step
 
-    def restart(self, timeout: float = 900.0, on_progress=None) -> ReadyInfo:
-        self.stop()
-        self.start()
-        return self.wait_ready(timeout, on_progress)
-
     def uptime(self) -> float | None:
         return time.time() - self.started_at if self.started_at and self.is_alive() else None
 
     def log_tail(self, n: int = 20) -> list[str]:
-        return process.tail_lines(self.log_path, n)
+        return tail_lines(self.log_path, n)
 
-    # -- adoption -----------------------------------------------------------------------------
+    @property
+    def log_write_error(self) -> str | None:
+        """Why the supervisor could not write the log (e.g. a full disk): output since then is lost."""
+        return self.proc.state().get("log_write_error") if self.proc else None
+
+    # -- servers started earlier --------------------------------------------------------------
     @classmethod
-    def adopt(cls, runtime_dir: Path | None, port: int) -> "VllmServer | None":
-        """The server this package started on `port` from another kernel, if it still runs."""
-        runtime_dir = Path(runtime_dir or default_runtime_dir())
-        d = runtime_dir / "servers" / str(port)
-        manifest = read_json(d / "server.json")
-        sup = manifest.get("supervisor_pid")
-        if not sup or not process.pid_alive(sup):
+    def find(cls, runtime_dir: Path | None, port: int) -> "VllmServer | None":
+        """The server this package started on `port` (from this process or another), if it still runs
+        and is verifiably the one its state files describe: the supervisor's pid, start time and command
+        line, the server's pid and start time, and only its group listening on the port. Anything else
+        (old files, reused pids, a squatter on the port) gives None."""
+        d = Path(runtime_dir or default_runtime_dir()).absolute() / "servers" / str(port)
+        m = read_json(d / "server.json")
+        try:
+            plan = ServePlan(str(m["model"]), str(m["host"]), int(m["port"]), [str(a) for a in m["argv"]],
+                             {str(k): str(v) for k, v in dict(m.get("env") or {}).items()},
+                             m.get("api_key") if isinstance(m.get("api_key"), str) else None)
+            supervisor = int(m["supervisor_pid"])
+        except (KeyError, TypeError, ValueError):
             return None
-        plan = ServePlan(manifest["model"], manifest["host"], manifest["port"], manifest["argv"],
-                         manifest.get("env", {}), manifest.get("api_key"))
-        server = cls(plan, runtime_dir, detach=manifest.get("detach", False))
-        server.proc = process.SupervisedProcess(None, sup, d / "state.json", d / "server.log")
-        if not server.is_alive():
+        server = cls(plan, d.parent.parent, detach=m.get("detach") is True)
+        server.proc = process.SupervisedProcess(None, supervisor, d / "state.json", d / "server.log",
+                                                m.get("supervisor_start"))
+        if not (server.proc.supervisor_is_ours() and server.is_alive()) or server.foreign_listeners():
             return None
-        server.started_at = manifest.get("started_at")
-        server.ready_at = manifest.get("ready_at")
-        server.tmp_dir = Path(manifest["tmp_dir"]) if manifest.get("tmp_dir") else None
-        server.adopted = True
+        server.started_at = m.get("started_at")
+        server.ready_at = m.get("ready_at")
+        server.tmp_dir = Path(m["tmp_dir"]) if isinstance(m.get("tmp_dir"), str) else None
+        server.owner_pid, server.owner_start = m.get("owner_pid"), m.get("owner_start")
         return server
 
+    def may_take_over(self) -> bool:
+        """This process started it (e.g. before the extension was reloaded), or its owner is gone and it
+        was detached to outlive it. A server another live process owns is that process's to manage."""
+        owner = self.owner()
+        return owner == "this process" or (owner == "gone" and self.detach)
 
-class LogFollower:
-    """Reads the lines appended to a log since the last call (follows rotation to a new file)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.offset = 0
-        self.partial = b""
-        self.inode = None
-
-    def skip_to_end(self) -> None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return
-        self.inode, self.offset, self.partial = st.st_ino, st.st_size, b""
-
-    def read_new_lines(self, max_bytes: int = 1_000_000) -> list[str]:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return []
-        if self.inode is not None and (st.st_ino != self.inode or st.st_size < self.offset):
-            self.offset, self.partial = 0, b""  # rotated
-        self.inode = st.st_ino
-        if st.st_size <= self.offset:
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(max_bytes)
-        self.offset += len(data)
-        data = self.partial + data
-        *complete, self.partial = data.split(b"\n")
-        return [line.decode(errors="replace") for line in complete]
+    def take_over(self) -> None:
+        """Become its owner (recorded, so that other processes leave it alone)."""
+        self.adopted = True
+        self.owner_pid, self.owner_start = _this_process()
+        self._save_manifest()

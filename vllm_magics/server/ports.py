@@ -50,28 +50,53 @@ def _listening_inodes(port: int) -> set[str]:
     return inodes
 
 
-def port_holder(port: int) -> PortHolder | None:
-    """The process listening on `port` (any address), or None when nothing listens."""
-    inodes = _listening_inodes(port)
-    if not inodes:
-        return None
-    wanted = {f"socket:[{i}]" for i in inodes}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        fd_dir = f"/proc/{entry.name}/fd"
+def _socket_links(pid: int) -> set[str]:
+    fd_dir = f"/proc/{pid}/fd"
+    links = set()
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return links
+    for fd in fds:
         try:
-            fds = os.listdir(fd_dir)
+            links.add(os.readlink(f"{fd_dir}/{fd}"))
         except OSError:
             continue
-        for fd in fds:
-            try:
-                if os.readlink(f"{fd_dir}/{fd}") in wanted:
-                    pid = int(entry.name)
-                    return PortHolder(pid, cmdline(pid))
-            except OSError:
-                continue
-    return PortHolder(None, "")
+    return links
+
+
+def port_listening(port: int) -> bool:
+    """Something listens on `port` (any address)."""
+    return bool(_listening_inodes(port))
+
+
+def port_holders(port: int, known: tuple[int, ...] = ()) -> list[PortHolder]:
+    """The processes listening on `port` (any address); [] when nothing listens. With `known` pids, only
+    the listening sockets none of them holds are looked up ([] also when they hold them all), which
+    spares reading every process's descriptors. A socket whose owner we may not inspect gives pid None."""
+    wanted = {f"socket:[{i}]" for i in _listening_inodes(port)}
+    if not wanted:
+        return []
+    for pid in known:
+        wanted -= _socket_links(pid)
+    found: list[PortHolder] = []
+    seen: set[str] = set()
+    if wanted:
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                held = _socket_links(int(entry.name)) & wanted
+                if held:
+                    seen |= held
+                    found.append(PortHolder(int(entry.name), cmdline(int(entry.name))))
+    if len(seen) < len(wanted):
+        found.append(PortHolder(None, ""))
+    return found
+
+
+def port_holder(port: int) -> PortHolder | None:
+    """The process listening on `port` (any address), or None when nothing listens."""
+    holders = port_holders(port)
+    return holders[0] if holders else None
 
 
 def next_free_port(host: str, start: int, attempts: int = 50) -> int | None:

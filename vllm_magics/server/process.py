@@ -37,6 +37,17 @@ def pid_alive(pid: int | None) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
+def start_ticks(pid: int | None) -> int | None:
+    """When the process started (clock ticks after boot): with the pid, an identity that survives pid reuse."""
+    fields = _stat_fields(pid) if pid else None
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def process_group(pid: int | None) -> int | None:
+    fields = _stat_fields(pid) if pid else None
+    return int(fields[2]) if fields else None
+
+
 def group_members(pgid: int | None) -> list[int]:
     """Live (non-zombie) processes whose process group is `pgid`."""
     if not pgid:
@@ -52,12 +63,16 @@ def group_members(pgid: int | None) -> list[int]:
     return sorted(members)
 
 
-def cmdline(pid: int) -> str:
+def cmdline_args(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+        return []
+    return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0")] if raw.strip(b"\0") else []
+
+
+def cmdline(pid: int) -> str:
+    return " ".join(cmdline_args(pid)).strip()
 
 
 def signal_pids(pids, sig: int) -> None:
@@ -115,14 +130,23 @@ def terminate_group(
     return StopStep.KILLED if not members() else StopStep.FAILED
 
 
+SUPERVISOR_MODULE = "vllm_magics.server.supervisor"
+
+
 @dataclass
 class SupervisedProcess:
-    """A command running under the supervisor. `pgid` == the supervisor's pid."""
+    """A command running under the supervisor. `pgid` == the supervisor's pid.
+
+    Pids in state files may be stale (the machine rebooted, the pid was reused): before reading a pid as
+    ours or signalling its group, its identity is checked. The supervisor is ours when its start time is
+    the one recorded at launch and its command line is our supervisor with our state file; the command
+    is ours when it is in the supervisor's group with the start time the supervisor recorded."""
 
     popen: subprocess.Popen | None  # None when adopted from another kernel
     supervisor_pid: int
     state_path: Path
     log_path: Path
+    supervisor_start: int | None = None  # start_ticks(supervisor_pid) at launch
 
     @property
     def pgid(self) -> int:
@@ -134,7 +158,26 @@ class SupervisedProcess:
     @property
     def pid(self) -> int | None:
         """The command's own pid (vLLM's API server), once the supervisor has started it."""
-        return self.state().get("pid")
+        pid = self.state().get("pid")
+        return pid if isinstance(pid, int) else None
+
+    def supervisor_is_ours(self) -> bool:
+        if self.popen is not None:
+            # Our child: its pid cannot be reused before we reap it (and between its fork and its exec,
+            # its command line is still ours, not the supervisor's).
+            return self.popen.poll() is None
+        pid = self.supervisor_pid
+        if not pid_alive(pid) or self.supervisor_start is None or start_ticks(pid) != self.supervisor_start:
+            return False
+        args = cmdline_args(pid)
+        return (SUPERVISOR_MODULE in args and "--state" in args
+                and args[args.index("--state") + 1:][:1] == [str(self.state_path)])
+
+    def command_is_ours(self) -> bool:
+        state = self.state()
+        pid, started = state.get("pid"), state.get("pid_start")
+        return (isinstance(pid, int) and started is not None and pid_alive(pid)
+                and process_group(pid) == self.pgid and start_ticks(pid) == started)
 
     def exit_code(self) -> int | None:
         """The command's exit code once it has exited, else None."""
@@ -145,21 +188,25 @@ class SupervisedProcess:
             rc = self.popen.poll()
             if rc is not None:  # the supervisor itself died before recording one
                 return rc
-        elif not pid_alive(self.supervisor_pid) and not pid_alive(self.pid):
+        elif not self.supervisor_is_ours() and not self.command_is_ours():
             return -1
         return None
 
     def is_alive(self) -> bool:
-        pid = self.pid
-        if pid is None:  # not started yet: alive while the supervisor is
-            return self.exit_code() is None and pid_alive(self.supervisor_pid)
-        return pid_alive(pid) and self.state().get("exit_code") is None
+        if self.pid is None:  # not started yet: alive while the supervisor is
+            return self.exit_code() is None and self.supervisor_is_ours()
+        return self.command_is_ours() and self.state().get("exit_code") is None
 
     def members(self) -> list[int]:
-        return group_members(self.pgid)
+        return group_members(self.pgid) if self.supervisor_is_ours() or self.command_is_ours() else []
 
     def terminate(self, grace: float = 10.0, kill_wait: float = 5.0) -> StopStep:
-        step = terminate_group(self.pgid, leader=self.pid, grace=grace, kill_wait=kill_wait)
+        """Stop the group, if it is still ours: a group whose supervisor and command are both gone may
+        now be someone else's (pids are reused), and is never signalled."""
+        if self.supervisor_is_ours() or self.command_is_ours():
+            step = terminate_group(self.pgid, leader=self.pid, grace=grace, kill_wait=kill_wait)
+        else:
+            step = StopStep.ALREADY_GONE
         if self.popen is not None:
             try:
                 self.popen.wait(timeout=kill_wait)
@@ -180,9 +227,10 @@ def launch_supervised(
     cleanup: Path | None = None,
 ) -> SupervisedProcess:
     """Start `argv` under the supervisor in a new session (its own process group)."""
-    log_path, state_path = Path(log_path), Path(state_path)
+    # Absolute: the state path on the supervisor's command line is part of its identity.
+    log_path, state_path = Path(log_path).absolute(), Path(state_path).absolute()
     state_path.unlink(missing_ok=True)
-    sup = [sys.executable, "-m", "vllm_magics.server.supervisor", "--log", str(log_path), "--state", str(state_path),
+    sup = [sys.executable, "-m", SUPERVISOR_MODULE, "--log", str(log_path), "--state", str(state_path),
            "--max-log-bytes", str(max_log_bytes)]
     if not detach:
         sup += ["--watch-parent", str(os.getpid())]
@@ -200,23 +248,5 @@ def launch_supervised(
             start_new_session=True,
             close_fds=True,
         )
-    return SupervisedProcess(popen, popen.pid, state_path, log_path)
-
-
-def tail_lines(path: Path, n: int = 20, max_bytes: int = 256_000) -> list[str]:
-    """The last `n` lines of a log (reading its rotated predecessor too when the current one is short)."""
-    chunks = []
-    for candidate in (Path(str(path) + ".1"), Path(path)):
-        try:
-            with open(candidate, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - max_bytes))
-                chunks.append(f.read())
-        except OSError:
-            continue
-    text = b"".join(chunks).decode(errors="replace")
-    # Progress bars redraw with \r: keep each line's last state, as a terminal would show it.
-    lines = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
-    lines = [line for line in lines if line.strip()]
-    return lines[-n:] if n else lines
+    # Our child until we reap it, so its pid cannot have been reused yet: its start time is its own.
+    return SupervisedProcess(popen, popen.pid, state_path, log_path, start_ticks(popen.pid))

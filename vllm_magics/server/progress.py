@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from vllm_magics.server.vllm_log import strip_prefix
+
 # (key, label, pattern). Order = the order vLLM goes through them.
 PHASES: list[tuple[str, str, re.Pattern]] = [
     ("launching", "Starting vLLM", re.compile(r"vLLM API server version|version \d+\.\d+|non-default args")),
@@ -76,7 +78,5 @@ class StartupProgress:
 
 
 def _short(line: str, width: int = 160) -> str:
-    # Drop vLLM's "(EngineCore pid=1) INFO 11-27 10:40:15 [file.py:12] " prefix.
-    line = re.sub(r"^\(\w+ pid=\d+\)\s+", "", line)
-    line = re.sub(r"^(INFO|WARNING|DEBUG)\s+\d\d-\d\d \d\d:\d\d:\d\d\s+\[[^\]]+\]\s+", "", line)
+    line = strip_prefix(line)
     return line if len(line) <= width else line[: width - 1] + "…"

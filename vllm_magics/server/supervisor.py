@@ -5,6 +5,10 @@ Leads the server's process group (started with a new session) and
   --max-log-bytes), instead of a pipe nobody reads (vLLM blocks once a pipe buffer is full);
 - records CMD's pid and, at the end, its exit code in a JSON state file, so a notebook can tell
   "exited 0 after its engine died" from "running" even though CMD is not its child;
+- survives a log it cannot write (a full disk): keeps draining CMD's output, drops it, and says so
+  once in the state file (`log_write_error`);
+- makes CMD die with it (Linux PR_SET_PDEATHSIG), so a supervisor killed with SIGKILL leaves no
+  server running unsupervised;
 - with --watch-parent, stops the whole group when that process (the notebook's kernel) is gone,
   however it died (SIGKILL included): its parent changes as the kernel is gone;
 - once CMD exits by itself, stops what it left in the group (vLLM's engine and resource tracker
@@ -25,26 +29,73 @@ import time
 from pathlib import Path
 
 from vllm_magics.files import write_json_private
-from vllm_magics.server.process import terminate_group
+from vllm_magics.server.process import start_ticks, terminate_group
+from vllm_magics.server.vllm_log import rotated_path
 
 PARENT_POLL_S = 0.2
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WATCHDOG_GRACE_S = 10.0
 
 
 class BoundedLog:
-    def __init__(self, path: Path, max_bytes: int):
+    """The log file, kept under `max_bytes` by rotation. A failed write (a full disk, a file size limit)
+    drops that output instead of stopping the supervisor: the pipe must keep being drained, or vLLM
+    blocks, and the exit code must still be recorded. `on_first_drop` is told once."""
+
+    def __init__(self, path: Path, max_bytes: int, on_first_drop=None):
         self.path, self.max_bytes = path, max_bytes
-        self.f = open(path, "ab", buffering=0)
+        self.on_first_drop = on_first_drop
+        self.dropped = 0  # bytes lost to write errors
+        self.failed = False
+        self.f = None
+        self._guard(self._open)
+
+    def _open(self) -> None:
+        self.f = open(self.path, "ab", buffering=0)
+
+    def _guard(self, action) -> bool:
+        try:
+            action()
+            return True
+        except OSError as exc:
+            if not self.failed and self.on_first_drop is not None:
+                self.on_first_drop(exc)
+            self.failed = True
+            return False
 
     def write(self, data: bytes) -> None:
-        self.f.write(data)
+        if self.f is None and not self._guard(self._open):
+            self.dropped += len(data) or 1
+            return
+        if not self._guard(lambda: self.f.write(data)):
+            self.dropped += len(data) or 1
+            return
         if self.max_bytes and self.f.tell() > self.max_bytes:
             self.f.close()
-            os.replace(self.path, str(self.path) + ".1")
-            self.f = open(self.path, "ab", buffering=0)
+            self.f = None
+            self._guard(lambda: os.replace(self.path, rotated_path(self.path)))
+            self._guard(self._open)
 
     def note(self, text: str) -> None:
         self.write(f"[vllm_magics] {text}\n".encode())
+
+
+def _die_with_parent(parent: int):
+    """preexec_fn for the command: the kernel sends it SIGTERM when the supervisor dies, even by SIGKILL
+    (Linux prctl PR_SET_PDEATHSIG), so vLLM never runs on unsupervised; it then stops its own children
+    as on any SIGTERM. Where there is no prctl, nothing is set."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+    except (OSError, AttributeError):
+        return None
+
+    def preexec():
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the supervisor died before prctl took effect
+            os._exit(1)
+    return preexec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,9 +108,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    log = BoundedLog(args.log, args.max_log_bytes)
     pgid = os.getpgrp()
     stopping = threading.Event()
+    state = {"supervisor_pid": os.getpid(), "pgid": pgid, "cmd0": cmd[0] if cmd else None,
+             "started_at": time.time(), "pid": None, "exit_code": None}
+
+    def save() -> None:
+        try:
+            write_json_private(args.state, state)
+        except OSError:
+            pass  # a full disk: the next save may succeed; the manager also watches the pids
+
+    def on_first_drop(exc: OSError) -> None:
+        state["log_write_error"] = f"{exc.__class__.__name__}: {exc.strerror or exc}"
+        save()
+
+    # Past a file size limit (RLIMIT_FSIZE) a write raises EFBIG instead of this signal killing us.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    log = BoundedLog(args.log, args.max_log_bytes, on_first_drop)
 
     def on_term(signum, frame):
         # The manager signals the whole group: CMD got the same signal and shuts down by itself.
@@ -70,17 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, on_term)
 
-    state = {"supervisor_pid": os.getpid(), "pgid": pgid, "cmd0": cmd[0] if cmd else None,
-             "started_at": time.time(), "pid": None, "exit_code": None}
     try:
-        child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    except OSError as exc:
+        child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 preexec_fn=_die_with_parent(os.getpid()))
+    except (OSError, subprocess.SubprocessError) as exc:
         log.note(f"could not start {cmd[0] if cmd else '(nothing)'}: {exc}")
         state.update(exit_code=127, ended_at=time.time(), error=str(exc))
-        write_json_private(args.state, state)
+        save()
         return 127
-    state["pid"] = child.pid
-    write_json_private(args.state, state)
+    state.update(pid=child.pid, pid_start=start_ticks(child.pid))
+    save()
 
     if args.watch_parent:
         watched = args.watch_parent
@@ -99,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     def record_exit(code: int, log_complete: bool = False) -> None:
         state.setdefault("ended_at", time.time())  # the moment it exited, not when the log was done
         state.update(exit_code=code, stopped_by_request=stopping.is_set(), log_complete=log_complete)
-        write_json_private(args.state, state)
+        if log.dropped:
+            state["log_dropped_bytes"] = log.dropped
+        save()
 
     fd = child.stdout.fileno()
     os.set_blocking(fd, False)
