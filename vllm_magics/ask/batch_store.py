@@ -1,0 +1,413 @@
+"""Batches that survive: answers appended to a JSONL file as they finish, read back lazily.
+
+    store = AnswerStore(path)                        # opens (and repairs a torn last line)
+    done = store.done_mask(n, key_of)                # which items are already answered (resume)
+    store.write(index, key, answer_fields)           # one line per finished item
+    results = BatchResults(path, n)                  # len, [i], iteration in input order, to_frame()
+
+A line: {"i": index, "key": <hash of the request>, "text", "reasoning", "finish_reason", "usage",
+"error", "model", "elapsed"}. The key ties an answer to its input: on resume an answer whose key no
+longer matches its row (the input changed) does not count as done. A failed item's line is kept (its
+error is the answer until a retry succeeds); the last line for an index wins.
+
+Durability: every line is flushed to the OS when written (a killed kernel loses nothing the OS has);
+fsync every `fsync_every` lines and at close bounds what a power cut can take. A crash can leave a
+torn last line: reading ignores it and opening for append cuts it off first.
+
+Memory: the results keep one 8-byte file offset per input item (an array), never the answers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+from array import array
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from vllm_magics.errors import VllmMagicsError
+
+ANSWER_FIELDS = ("text", "reasoning", "finish_reason", "usage", "error", "model", "elapsed")
+NOT_ANSWERED = "not answered: the batch stopped before this item"
+
+
+class BatchStoreError(VllmMagicsError):
+    pass
+
+
+def item_key(messages: list[dict], params: dict | None = None, model: str | None = None) -> str:
+    """A short, stable hash of what was asked (same request -> same key, in any process)."""
+    canonical = json.dumps([model, messages, params or {}], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20]
+
+
+def answer_fields(answer) -> dict:
+    """The stored fields of an Answer."""
+    return {"text": answer.text, "reasoning": answer.reasoning or "", "finish_reason": answer.finish_reason,
+            "usage": answer.usage, "error": answer.error or ("interrupted" if answer.interrupted else None),
+            "model": answer.model, "elapsed": round(answer.elapsed, 4) if answer.ended_at else None}
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """(offset, record) for each complete, well-formed line; a torn or damaged line is skipped."""
+    with open(path, "rb") as f:
+        offset = 0
+        for raw in f:
+            start, offset = offset, offset + len(raw)
+            if not raw.endswith(b"\n"):
+                return  # torn last line: the write that a crash cut short
+            record = _parse(raw)
+            if record is not None:
+                yield start, record
+
+
+def _parse(raw: bytes) -> dict | None:
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("i"), int) or record["i"] < 0:
+        return None
+    return record
+
+
+def _good_length(path: Path) -> int:
+    """Bytes up to the end of the last complete line."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb") as f:
+        pos = size
+        while pos > 0:
+            step = min(65536, pos)
+            f.seek(pos - step)
+            chunk = f.read(step)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                return pos - step + nl + 1
+            pos -= step
+    return 0
+
+
+class AnswerStore:
+    """The append side. Thread-safe: workers of a batch write through one store."""
+
+    def __init__(self, path: str | Path, fsync_every: int = 200):
+        self.path = Path(path)
+        self.fsync_every = max(1, fsync_every)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch(exist_ok=True)
+        good = _good_length(self.path)
+        if good != self.path.stat().st_size:
+            with open(self.path, "r+b") as f:  # cut the torn last line, so the next line starts clean
+                f.truncate(good)
+        self._file = open(self.path, "ab")
+        self._lock = threading.Lock()
+        self._unsynced = 0
+
+    def done_mask(self, n: int, key_of=None) -> bytearray:
+        """Which of n items are answered (1 byte each): the last line for the index has no error and,
+        given `key_of(i)`, was asked with that same request (the key is computed for done lines only)."""
+        last_ok = bytearray(n)
+        for _, record in read_lines(self.path):
+            i = record["i"]
+            if i < n:
+                last_ok[i] = not record.get("error") and (key_of is None or record.get("key") == key_of(i))
+        return last_ok
+
+    def write(self, index: int, key: str | None, fields: dict) -> None:
+        line = json.dumps({"i": index, "key": key, **fields}, ensure_ascii=False, default=str) + "\n"
+        with self._lock:
+            self._file.write(line.encode("utf-8"))
+            self._file.flush()
+            self._unsynced += 1
+            if self._unsynced >= self.fsync_every:
+                os.fsync(self._file.fileno())
+                self._unsynced = 0
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def answer_from_record(index: int, record: dict | None):
+    """An Answer from a stored line (None: the item was never answered). The file is untrusted: every
+    field is checked for its type."""
+    from vllm_magics.ask.answer import Answer
+
+    answer = Answer(index=index)
+    answer.started_at = answer.ended_at = 1.0  # a stored answer is over; its `elapsed` comes from the file
+    if record is None:
+        answer.error = NOT_ANSWERED
+        return answer
+    answer.text, answer.reasoning = str(record.get("text") or ""), str(record.get("reasoning") or "")
+    answer.finish_reason = record.get("finish_reason") if isinstance(record.get("finish_reason"), str) else None
+    answer.model = record.get("model") if isinstance(record.get("model"), str) else None
+    answer.usage = record.get("usage") if isinstance(record.get("usage"), dict) else None
+    answer.error = str(record["error"]) if record.get("error") else None
+    if isinstance(record.get("elapsed"), (int, float)) and record["elapsed"] >= 0:
+        answer.ended_at += record["elapsed"]
+    return answer
+
+
+class BatchResults:
+    """The answers of an n-item batch, read from its JSONL file on demand, in input order.
+
+    `results[i]` is an Answer (one not answered yet has `error` NOT_ANSWERED). Memory: an array of
+    n file offsets; call `refresh()` to see lines written since."""
+
+    def __init__(self, path: str | Path, n: int):
+        self.path = Path(path)
+        self.n = n
+        self.refresh()
+
+    def refresh(self) -> None:
+        self._offsets = array("q", [-1]) * self.n
+        self.bad_lines = 0
+        for offset, record in read_lines(self.path):
+            if record["i"] < self.n:
+                self._offsets[record["i"]] = offset  # the last line for an index wins
+            else:
+                self.bad_lines += 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def answered(self) -> int:
+        return sum(1 for o in self._offsets if o >= 0)
+
+    def record(self, i: int) -> dict | None:
+        if not -self.n <= i < self.n:
+            raise IndexError(f"batch index {i} out of range (0..{self.n - 1})")
+        offset = self._offsets[i % self.n]
+        if offset < 0:
+            return None
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return _parse(f.readline())
+
+    def __getitem__(self, i: int):
+        record = self.record(i)
+        return answer_from_record(i % self.n, record)
+
+    def __iter__(self):
+        """In input order; one open file, one line read per item."""
+        with open(self.path, "rb") as f:
+            for i, offset in enumerate(self._offsets):
+                record = None
+                if offset >= 0:
+                    f.seek(offset)
+                    record = _parse(f.readline())
+                yield answer_from_record(i, record)
+
+    @property
+    def texts(self) -> Iterable[str]:
+        return (a.text for a in self)
+
+    def to_frame(self, rows=None, schema=None):
+        """A DataFrame in input order. With `schema`: the input rows joined to its fields
+        (vllm_magics.ask.schema.answers_to_frame). Without: the input rows (if given) plus the answer
+        columns text, reasoning, finish_reason, completion_tokens, error."""
+        if schema is not None:
+            from vllm_magics.ask.schema import answers_to_frame
+
+            return answers_to_frame(rows if rows is not None else range(self.n), iter(self), schema)
+        return answers_frame(iter(self), rows)
+
+
+def answers_frame(answers: Iterable, rows=None):
+    """Answers (in input order) as columns text, reasoning, finish_reason, completion_tokens, error,
+    next to the input rows when given (then prefixed `answer_` if a name clashes)."""
+    import pandas as pd
+
+    cols: dict[str, list] = {"text": [], "reasoning": [], "finish_reason": [], "completion_tokens": [], "error": []}
+    for a in answers:
+        cols["text"].append(a.text)
+        cols["reasoning"].append(a.reasoning)
+        cols["finish_reason"].append(a.finish_reason)
+        cols["completion_tokens"].append(a.completion_tokens)
+        cols["error"].append(a.error)
+    frame = pd.DataFrame(cols)
+    if rows is None:
+        return frame
+    base = rows.reset_index(drop=True) if isinstance(rows, pd.DataFrame) else pd.DataFrame({"input": list(rows)})
+    if len(base) != len(frame):
+        raise ValueError(f"{len(frame)} answers for {len(base)} input rows: they must pair up in order")
+    out = pd.concat([base, frame.add_prefix("answer_" if set(cols) & set(base.columns) else "")], axis=1)
+    if isinstance(rows, pd.DataFrame):
+        out.index = rows.index
+    return out
+
+
+# -- transient errors: retried with back-off ------------------------------------------------------
+TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})  # busy or a proxy in between; 500 is repeatable
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth asking again: a refused/reset connection or a busy server. AskError hides the original
+    (`raise ... from None` still keeps it as __context__), so the chain is followed."""
+    import requests
+
+    from vllm_magics.ask.client import NoServer
+
+    seen = 0
+    while exc is not None and seen < 5:
+        status = getattr(exc, "status", None)
+        if isinstance(status, int):
+            return status in TRANSIENT_STATUS
+        if isinstance(exc, (NoServer, ConnectionError, requests.ConnectionError,
+                            requests.exceptions.ChunkedEncodingError)):
+            return True  # refused, reset, cut mid-answer (a read timeout is not: the server is just slow)
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def with_retries(fn: Callable, *, attempts: int = 5, policy: Callable = is_transient, base: float = 0.5,
+                 cap: float = 20.0, sleep: Callable[[float], object] | None = None,
+                 jitter: Callable[[], float] = random.random, on_retry: Callable | None = None,
+                 stop_event: threading.Event | None = None):
+    """fn() until it works, a non-transient error, `attempts` tries or a stop. Waits base*2^k (capped),
+    scaled by 0.5..1 at random so many workers do not come back at the same instant."""
+    for k in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - the policy decides
+            if k == attempts - 1 or not policy(exc) or (stop_event is not None and stop_event.is_set()):
+                raise
+            delay = min(cap, base * 2 ** k) * (0.5 + 0.5 * jitter())
+            if on_retry:
+                on_retry(exc, delay)
+            (sleep or (stop_event.wait if stop_event else time.sleep))(delay)
+
+
+# -- progress -------------------------------------------------------------------------------------
+class BatchProgress:
+    """done / failed / in flight, tokens per second, time left. O(1) per update, thread-safe."""
+
+    def __init__(self, total: int, already_done: int = 0, clock: Callable[[], float] = time.monotonic):
+        self.total, self.already_done, self.clock = total, already_done, clock
+        self.done = self.failed = self.in_flight = self.retries = self.tokens = 0
+        self._started_at: float | None = None
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            if self._started_at is None:
+                self._started_at = self.clock()
+
+    def finished(self, ok: bool, tokens: int = 0) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.tokens += tokens or 0
+            if ok:
+                self.done += 1
+            else:
+                self.failed += 1
+
+    def retried(self, *_args) -> None:
+        with self._lock:
+            self.retries += 1
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            span = self.clock() - self._started_at if self._started_at is not None else 0.0
+            finished = self.done + self.failed
+            left = self.total - self.already_done - finished
+            rate = finished / span if span > 0 else 0.0
+            return {"total": self.total, "done": self.already_done + self.done, "failed": self.failed,
+                    "in_flight": self.in_flight, "retries": self.retries, "resumed": self.already_done,
+                    "tokens_per_second": self.tokens / span if span > 0 else None,
+                    "seconds_left": left / rate if rate > 0 else None}
+
+    def line(self) -> str:
+        s = self.snapshot()
+        parts = [f"{s['done']:,} / {s['total']:,} done", f"{s['failed']:,} failed", f"{s['in_flight']} in flight"]
+        if s["retries"]:
+            parts.append(f"{s['retries']} retried")
+        if s["tokens_per_second"] is not None:
+            parts.append(f"{s['tokens_per_second']:.0f} tokens/s")
+        if s["seconds_left"] is not None:
+            m, sec = divmod(int(s["seconds_left"] + 0.5), 60)
+            parts.append(f"{m}:{sec:02d} left")
+        return " · ".join(parts)
+
+
+# -- a batch run into a store ---------------------------------------------------------------------
+def run_to_store(client_factory: Callable, message_lists: Sequence[list[dict]], params: dict, path, *,
+                 model: str, concurrency: int = 16, stop_event: threading.Event | None = None,
+                 progress: BatchProgress | None = None, attempts: int = 5, sleep=None) -> BatchResults:
+    """Ask every item not yet answered in the JSONL file at `path`, at most `concurrency` at once,
+    writing each answer as it finishes. `message_lists` may be a lazy sequence (len + [i]): items are
+    taken one window at a time, so memory does not grow with the batch. `stop_event` stops starting
+    new items (those in flight finish and are kept); Ctrl-C aborts those in flight too."""
+    from vllm_magics.ask.request import AskError, ask
+
+    n = len(message_lists)
+
+    def key_of(i: int) -> str:
+        return item_key(message_lists[i], params, model)
+
+    stop = stop_event or threading.Event()
+    abort = threading.Event()  # Ctrl-C: close the streams in flight (vLLM aborts those requests)
+    local = threading.local()
+    window = threading.BoundedSemaphore(2 * concurrency)
+    with AnswerStore(path) as store:
+        done = store.done_mask(n, key_of)
+        progress = progress or BatchProgress(n)
+        progress.already_done = sum(done)
+
+        def work(i: int) -> None:
+            try:
+                if stop.is_set() or abort.is_set():
+                    return  # never started: not written, asked on resume
+                progress.started()
+                try:
+                    if not hasattr(local, "client"):
+                        local.client = client_factory()
+                    messages = message_lists[i]
+                    answer = with_retries(lambda: ask(local.client, messages, params, model=model, stop_event=abort),
+                                          attempts=attempts, on_retry=progress.retried, stop_event=abort, sleep=sleep)
+                except AskError as exc:
+                    answer = exc.answer
+                    answer.error = answer.error or str(exc)
+                except Exception as exc:  # noqa: BLE001 - one bad item must not lose the others
+                    from vllm_magics.ask.answer import Answer
+
+                    answer = Answer(error=f"{exc.__class__.__name__}: {exc}")
+                if not answer.interrupted:  # an aborted item is not finished: asked again on resume
+                    store.write(i, key_of(i), answer_fields(answer))
+                progress.finished(answer.ok, answer.completion_tokens or 0)
+            finally:
+                window.release()
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            try:
+                for i in range(n):
+                    if done[i]:
+                        continue
+                    while not window.acquire(timeout=0.2):  # short waits: Ctrl-C gets through
+                        pass
+                    if stop.is_set():
+                        window.release()
+                        break
+                    pool.submit(work, i)
+            except KeyboardInterrupt:
+                stop.set()
+                abort.set()
+                raise
+    return BatchResults(path, n)
