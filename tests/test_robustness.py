@@ -17,7 +17,13 @@ WORDS = ["--port", "--host", "--dtype", "--max-model-len", "--api-key", "--no-ap
 LINES = st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=6)), max_size=7).map(" ".join)
 
 
-def call(shell, kind, name, line):
+STRAY = re.compile(r"\b(?!UsageError)\w*(Error|Exception): ")
+
+
+def call(shell, kind, name, line, capsys):
+    """Run the magic; it may raise only UsageError, and print no traceback or stray exception
+    (what it printed is read back and checked, not thrown away)."""
+    capsys.readouterr()
     try:
         if kind == "cell":
             shell.run_cell_magic(name, line, "What is 2 + 2?")
@@ -26,6 +32,9 @@ def call(shell, kind, name, line):
     except UsageError as exc:
         message = str(exc)
         assert message.strip() and "Traceback" not in message, message
+    out = capsys.readouterr()
+    printed = out.out + out.err
+    assert "Traceback" not in printed and not STRAY.search(printed), printed
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +65,8 @@ def test_any_line_gives_a_result_or_a_usage_error(sweep_shell, kind, name, line,
         line = line.replace("--insecure", "")  # nor open a tunnel (no agent binary here)
     if name == "vllm_status" and "--watch" in line.split():
         line += " --count 1"
-    call(sweep_shell, kind, name, line)
+    call(sweep_shell, kind, name, line, capsys)
     assert sweep_shell._vllm_magics.server is None
-    capsys.readouterr()
 
 
 def test_readme_documents_every_option_of_every_magic():

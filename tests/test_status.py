@@ -1,14 +1,15 @@
-"""%vllm_status: metrics parsing, the status dict, the card (no server needed here)."""
+"""%vllm_status: metrics parsing, the status dict, the card (no vLLM server needed here)."""
+import re
+
 import pytest
 
 from helpers import FIXTURES
 from vllm_magics.server import gpu
 from vllm_magics.notebook.views.status_card import StatusCard, sparkline_svg, sparkline_text
 from vllm_magics.status.metrics import Histogram, generation_rate, parse_metrics
+from test_hostile import assert_outcome, hostile, run  # noqa: F401 (fixtures)
 
 METRICS = FIXTURES / "metrics"
-JSON_KEYS = {"url", "api_key", "collected_at", "took_ms", "process", "health", "version", "models", "models_error",
-             "gpus", "metrics", "tunnel", "log_tail", "diagnoses"}
 METRIC_KEYS = {"requests_running", "requests_waiting", "kv_cache_usage", "prompt_tokens_total",
                "generation_tokens_total", "generation_tokens_per_s", "preemptions_total", "requests_finished",
                "time_to_first_token", "e2e_latency", "inter_token_latency"}
@@ -58,7 +59,7 @@ def status_dict(gpus=()):
                         "adopted": False},
             "health": {"status": 200, "ok": True}, "version": "0.32.0",
             "models": [{"id": "m", "root": "m", "max_model_len": 8192}], "models_error": None,
-            "gpus": [_gpu_dict(g) for g in gpus], "metrics": snap.as_dict(), "tunnel": None,
+            "gpus": [_gpu_dict(g) for g in gpus], "metrics": snap.as_dict(), "metrics_error": None, "tunnel": None,
             "log_tail": ["INFO <b>line</b>"], "diagnoses": []}
 
 
@@ -92,21 +93,66 @@ def test_dead_server_card():
     assert text.startswith("vLLM server: exited (code 0)") and "Why: vLLM's engine process stopped" in text
 
 
-def test_json_keys_are_the_documented_ones():
+def documented_keys() -> tuple[set, set, dict]:
+    """(top-level keys, figures of `metrics`, {key: fields of its nested dicts}) as status/collect.py's
+    docstring writes them: `key`: for a top-level key, `figure` without a colon inside `metrics`."""
     import vllm_magics.status.collect as status_module
 
-    assert set(status_dict()) == JSON_KEYS
-    for key in JSON_KEYS:
-        assert f"`{key}`" in status_module.__doc__
+    doc = status_module.__doc__
+    top = set(re.findall(r"`(\w+)`:", doc))
+    metrics_part = re.search(r"^- `metrics`:(.*?)^- ", doc, re.M | re.S).group(1)
+    figures = set(re.findall(r"`(\w+)`(?!:)", metrics_part))
+    nested = {k: set(re.search(rf"`{k}`: [^{{]*\{{([\w,\s]+)\}}", doc).group(1).replace(",", " ").split())
+              for k in ("process", "health", "models", "gpus", "diagnoses")}
+    return top, figures, nested
 
 
-def test_an_unreachable_external_url_is_one_line(shell):
-    from IPython.core.error import UsageError
+def assert_documented(status: dict, managed: bool):
+    """The real dict's keys are exactly the documented ones (and the nested dicts' too)."""
+    top, figures, nested = documented_keys()
+    assert set(status) == top
+    if status["metrics"] is not None:
+        assert set(status["metrics"]) == figures
+    assert set(status["health"]) == nested["health"]
+    assert set(status["process"]) == (nested["process"] if managed else {"state"})
+    for m in status["models"]:
+        assert set(m) == nested["models"]
 
+
+def test_documented_keys_are_read_from_the_docstring():
+    top, figures, nested = documented_keys()
+    assert {"url", "took_ms", "models_error", "metrics_error", "diagnoses"} <= top and len(top) == 15
+    assert figures == METRIC_KEYS and "requests_running" not in top
+    assert nested["health"] == {"status", "ok"} and "adopted" in nested["process"]
+
+
+def test_real_json_keys_are_the_documented_ones(hostile, shell):  # noqa: F811 (fixtures from test_hostile)
+    """%vllm_status --json of an external server (the stand-in answers as vLLM 0.32.0 does); the
+    session server's (managed) is checked in test_status_real.py."""
+    status = shell.run_line_magic("vllm_status", f"--json --url http://127.0.0.1:{hostile}/m/ok/v1")
+    assert status["process"] == {"state": "external"} and status["metrics"] is not None
+    assert_documented(status, managed=False)
+    assert set(status_dict()) == documented_keys()[0]  # the card tests' dict is a real one's shape
+
+
+def test_an_unreachable_external_url_is_one_line(run):  # noqa: F811
     from helpers import free_port
 
     port = free_port()
-    with pytest.raises(UsageError, match=rf"^nothing answers at http://127.0.0.1:{port}: check the URL"):
-        shell.run_line_magic("vllm_status", f"--url http://127.0.0.1:{port}/v1")
-    with pytest.raises(UsageError, match="no server: start one with %vllm_serve"):
-        shell.run_line_magic("vllm_status", "")
+    error, printed = run(f"%vllm_status --url http://127.0.0.1:{port}/v1")
+    assert_outcome(error, printed, f"nothing answers at http://127.0.0.1:{port}: check the URL")
+    assert str(error).startswith("nothing answers")
+    error, printed = run("%vllm_status")
+    assert_outcome(error, printed, "no server: start one with %vllm_serve")
+
+
+def test_card_of_a_server_missing_figures():
+    """Another server's /metrics may lack vLLM's gauges (None) or send NaN: the card shows what it has."""
+    s = status_dict()
+    s["metrics"].update(requests_running=None, requests_waiting=None, kv_cache_usage=None)
+    s["models"] = [{"id": "m", "root": None, "max_model_len": None}]
+    card = StatusCard(s, history=[(0, float("nan"), None), (1, 5.0, float("inf")), (2, 7.0, 0.5)])
+    assert "– running, – waiting" in card.text() and "model          m\n" in card.text()
+    assert "KV cache" in card.html() and sparkline_text([float("nan"), 1.0]) == " █"
+    s["metrics"], s["metrics_error"] = None, "no vLLM figures"
+    assert "/metrics: no vLLM figures" in StatusCard(s).text()

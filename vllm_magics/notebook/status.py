@@ -5,7 +5,7 @@ import time
 
 from IPython.core.error import UsageError
 from IPython.core.magic import line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments
+from vllm_magics.notebook.args import argument, magic_arguments
 
 from vllm_magics.notebook.base import MagicsBase, _parse
 
@@ -33,13 +33,17 @@ class StatusMagics(MagicsBase):
         if args.count is not None and args.count < 1:
             raise UsageError("--count must be at least 1")
         sample = self._status_sampler(args)
+        if args.watch is not None and not args.json:
+            return self._watch_status(sample, args)  # Ctrl-C is the normal end of a watch
+        try:
+            status = sample()
+        except KeyboardInterrupt:
+            raise UsageError("interrupted: no status (the server was slow to answer)") from None
         if args.json:
-            return sample()
+            return status
         from vllm_magics.notebook.views.status_card import StatusCard
 
-        if args.watch is None:
-            return self._show(StatusCard(sample()))
-        self._watch_status(sample, args)
+        return self._show(StatusCard(status))
 
     def _status_sampler(self, args):
         from vllm_magics.server import gpu

@@ -64,6 +64,11 @@ class MetricsSnapshot:
     finished: dict[str, float] = field(default_factory=dict)  # finished_reason -> count
     histograms: dict[str, Histogram] = field(default_factory=dict)
 
+    @property
+    def has_vllm_figures(self) -> bool:
+        """False for a /metrics page of some other server (no name vLLM exports)."""
+        return bool(self.gauges or self.counters or self.finished or self.histograms)
+
     def as_dict(self, previous: "MetricsSnapshot | None" = None) -> dict:
         """The documented figures (see vllm_magics.status.collect for the keys)."""
         out = {k: self.gauges.get(k) for k in GAUGES}
@@ -87,7 +92,8 @@ def parse_metrics(text: str, taken_at: float | None = None) -> MetricsSnapshot:
 
     def total(name: str) -> float | None:
         found = samples.get(name)
-        return sum(s.value for s in found) if found else None
+        value = sum(s.value for s in found) if found else None
+        return value if value is not None and math.isfinite(value) else None  # NaN/Inf: not a figure
 
     for table, into in ((GAUGES, snap.gauges), (COUNTERS, snap.counters)):
         for key, names in table.items():
@@ -100,7 +106,10 @@ def parse_metrics(text: str, taken_at: float | None = None) -> MetricsSnapshot:
     for key, name in HISTOGRAMS.items():
         buckets: dict[float, float] = {}
         for s in samples.get(name + "_bucket", []):
-            bound = float(s.labels["le"])
+            try:
+                bound = float(s.labels["le"])
+            except (KeyError, ValueError):  # not a Prometheus histogram bucket: skip it
+                continue
             buckets[bound] = buckets.get(bound, 0.0) + s.value
         if buckets:
             snap.histograms[key] = Histogram(sorted(buckets.items()), total(name + "_count") or 0.0,

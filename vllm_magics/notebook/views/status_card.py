@@ -1,6 +1,7 @@
 """The %vllm_status card: rows from the status dict, sparklines of tokens/s and KV-cache use."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from vllm_magics.notebook.views.render import _Bundle, render
@@ -8,7 +9,12 @@ from vllm_magics.notebook.views.render import _Bundle, render
 SPARK = "▁▂▃▄▅▆▇█"
 
 
+def _finite(values) -> list:
+    return [v if v is not None and math.isfinite(v) else None for v in values]
+
+
 def sparkline_text(values, top: float | None = None) -> str:
+    values = _finite(values)
     vals = [v for v in values if v is not None]
     if not vals:
         return ""
@@ -18,6 +24,7 @@ def sparkline_text(values, top: float | None = None) -> str:
 
 def sparkline_svg(values, top: float | None = None, width: int = 180, height: int = 34) -> str:
     """A small line plot as inline SVG (numbers only: safe to mark as HTML)."""
+    values = _finite(values)
     pts = [(i, v) for i, v in enumerate(values) if v is not None]
     if len(pts) < 2:
         return ""
@@ -39,6 +46,10 @@ def _fmt_seconds(s) -> str:
     if s < 7200:
         return f"{s / 60:.0f} min"
     return f"{s / 3600:.1f} h"
+
+
+def _fmt_count(n) -> str:
+    return "–" if n is None else f"{n:.0f}"
 
 
 @dataclass
@@ -64,14 +75,18 @@ class StatusCard(_Bundle):
         if s.get("version"):
             rows["vLLM"] = s["version"]
         if s.get("models"):
-            rows["model"] = ", ".join(f"{x['id']} (max {x['max_model_len']} tokens)" for x in s["models"])
+            rows["model"] = ", ".join(f"{x['id']}" + (f" (max {x['max_model_len']} tokens)" if x.get(
+                "max_model_len") is not None else "") for x in s["models"])
         elif s.get("models_error"):
             rows["model"] = f"/v1/models: {s['models_error']}"
         for g in s.get("gpus") or []:
             rows[f"GPU {g['index']}"] = (f"{g['name']}: {g['memory_used_mib']} / {g['memory_total_mib']} MiB, "
                                          f"{g['utilization_pct']}% busy")
-        if m:
-            rows["requests"] = f"{m['requests_running']:.0f} running, {m['requests_waiting']:.0f} waiting"
+        if not m and s.get("metrics_error"):
+            rows["metrics"] = f"/metrics: {s['metrics_error']}"
+        if m:  # a figure the server does not export is None: shown as –
+            rows["requests"] = f"{_fmt_count(m.get('requests_running'))} running, " \
+                               f"{_fmt_count(m.get('requests_waiting'))} waiting"
             if m.get("kv_cache_usage") is not None:
                 rows["KV cache"] = f"{m['kv_cache_usage'] * 100:.1f}% used"
             rate = m.get("generation_tokens_per_s")
