@@ -1,6 +1,7 @@
 """%vllm_serve, %vllm_stop, %vllm_logs: start, stop and read the managed server."""
 from __future__ import annotations
 
+import re
 import time
 
 from IPython.core.error import UsageError
@@ -81,6 +82,8 @@ class ServeMagics(MagicsBase):
             raise UsageError("which model? e.g. %vllm_serve Qwen/Qwen2.5-0.5B-Instruct (see %vllm_serve?)")
         if args.api_key and args.no_api_key:
             raise UsageError("--api-key and --no-api-key contradict each other: choose one")
+        if args.host is not None and not re.fullmatch(r"[A-Za-z0-9._:%\[\]-]*", args.host):
+            raise UsageError(f"--host {args.host!r}: give an address such as 127.0.0.1, 0.0.0.0 or a host name")
         if args.port is not None and not 1 <= args.port <= 65535:
             raise UsageError(f"--port {args.port}: a port is a number from 1 to 65535 (a taken port moves on "
                              "to the next free one by itself)")
@@ -100,7 +103,10 @@ class ServeMagics(MagicsBase):
                 self.server = None
 
         notes = []
-        port, adopted = self._choose_port(host, port, args, notes)
+        try:
+            port, adopted = self._choose_port(host, port, args, notes)
+        except ValueError as exc:  # a --host that is no address
+            raise UsageError(str(exc)) from None
         if adopted is not None:
             self.server = adopted
             return self._show(self._card(adopted, "Adopted the vLLM server already running on this port",

@@ -22,13 +22,17 @@ class PortHolder:
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """True when we could bind host:port now (what vLLM will try to do)."""
+    """True when we could bind host:port now (what vLLM will try to do). A host that is not an address
+    at all (it cannot even be encoded, or names nothing) raises ValueError: "taken" would mislead."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         # vLLM's uvicorn sets SO_REUSEADDR too: a port in TIME_WAIT is free for it.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
+        except (TypeError, UnicodeError, socket.gaierror) as exc:
+            raise ValueError(f"--host {host!r} is not an address this machine can listen on "
+                             f"({exc.__class__.__name__}): use 127.0.0.1 (this machine) or 0.0.0.0 (all)") from None
         except OSError:
             return False
     return True
