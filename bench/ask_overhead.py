@@ -62,7 +62,7 @@ def ask_cell(shell, notebook: bool, line: str, cell: str):
 
     def spy(self, answer):
         original(self, answer)  # the token is drawn (HTML rendered and published) after this
-        if not first and answer.text:
+        if not first and answer.live is not None and len(answer.live.answer_text):
             first.append(time.perf_counter())
 
     display.LiveAnswer.update = spy

@@ -1,9 +1,13 @@
 """%%ask's parts that need no server: templates, conversations, the Answer views, error wording."""
 import pytest
+from IPython.core.error import UsageError
 
 from vllm_magics.ask.answer import Answer, AnswerList
-from vllm_magics.ask.request import Conversations, TemplateError, build_messages, explain, render_prompt
 from vllm_magics.ask.client import ChatClient, NoServer, ServerError, error_message, iter_sse
+from vllm_magics.ask.prompt import Conversations, PromptTemplate, TemplateError, build_messages, render_prompt
+from vllm_magics.ask.request import explain
+from vllm_magics.notebook.views.answer_view import (answer_bundle, answer_html, answer_list_bundle,
+                                                    register_answer_formatters, unregister_answer_formatters)
 
 
 def test_template_reads_the_namespace():
@@ -56,7 +60,7 @@ def test_answer_views_and_warnings():
                usage={"prompt_tokens": 5, "completion_tokens": 7}, request={"max_tokens": 7})
     a.first_token_at = a.started_at + 0.05
     a.ended_at = a.started_at + 1.05
-    bundle = a._repr_mimebundle_()
+    bundle = answer_bundle(a)
     assert set(bundle) == {"text/plain", "text/markdown", "text/html"}
     html = bundle["text/html"]
     assert "<strong>Paris</strong>" in html and "<script>x" not in html and "Think &lt;b&gt;" in html
@@ -65,13 +69,13 @@ def test_answer_views_and_warnings():
     assert "first token 50 ms" in bundle["text/plain"]
     assert str(a) == a.text
     live = Answer(reasoning="thinking", streaming=True)
-    assert "<details class=\"vm-reasoning\" open>" in live.html_view()
+    assert "<details class=\"vm-reasoning\" open>" in answer_html(live)
 
 
 def test_answer_list_views():
     answers = AnswerList([Answer(text="A", prompt="p0"), Answer(error="boom", prompt="p1")])
     assert "[0] ok: A" in repr(answers) and "[1] error: boom" in repr(answers)
-    assert "boom" in answers._repr_mimebundle_()["text/html"] and answers.texts == ["A", ""]
+    assert "boom" in answer_list_bundle(answers)["text/html"] and answers.texts == ["A", ""]
 
 
 def test_error_wording_matches_vllms_bodies():
@@ -93,3 +97,284 @@ def test_sse_parsing_stops_at_done_and_skips_noise():
     lines = [b": keep-alive", b"", b'data: {"a": 1}', b"event: x", b'data: {"b": 2}', b"data: [DONE]",
              b'data: {"c": 3}']
     assert list(iter_sse(lines)) == [{"a": 1}, {"b": 2}]
+
+
+# -- prompt templates: compiled once, only the names they read, no placeholder collisions ----------
+@pytest.mark.parametrize("cell, value, expected", [
+    # a value that looks like the old "\x00VM<n>\x00" marker (it raised IndexError), the cell holding one
+    ("`code` then {{ v }}", "\x00VM0\x00 and \x00VM7\x00", "`code` then \x00VM0\x00 and \x00VM7\x00"),
+    ("\x00VM3\x00 `code` {{ v }}", "x", "\x00VM3\x00 `code` x"),
+    ("```\n{{ kept }}\n``` {{ v }} \x000\x00", "\x00VM0\x00", "```\n{{ kept }}\n``` \x00VM0\x00 \x000\x00"),
+])
+def test_template_text_that_looks_like_a_placeholder_passes_through(cell, value, expected):
+    assert render_prompt(cell, {"v": value}) == expected
+
+
+def test_raw_blocks_keep_their_code():
+    cell = "{% raw %}Use `{{ x }}` in {{ y }}{% endraw %} and ```\n{% raw %}\n``` {{ v }}"
+    assert render_prompt(cell, {"v": "V"}) == "Use `{{ x }}` in {{ y }} and ```\n{% raw %}\n``` V"
+
+
+def test_template_reads_only_the_names_it_uses():
+    class Namespace(dict):  # a user namespace that counts lookups
+        reads = 0
+
+        def __getitem__(self, key):
+            Namespace.reads += 1
+            return super().__getitem__(key)
+
+    ns = Namespace({f"var{i}": i for i in range(1000)}, country="France")
+    template = PromptTemplate("Capital of {{ country }}, item {{ item }}? {% for i in range(2) %}{{ i }}{% endfor %}")
+    assert template.names == {"country", "item"} and template.missing(ns, provided=("item",)) == []
+    assert template.missing({}, provided=("item",)) == ["country"]
+    assert template.render(ns, item=3) == "Capital of France, item 3? 01" and Namespace.reads == 1
+
+
+# -- views: Answer is data; the notebook's formatters show it ------------------------------------
+def test_answer_is_data_and_the_shell_formats_it():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    assert not hasattr(Answer, "_repr_mimebundle_") and not hasattr(AnswerList, "_repr_mimebundle_")
+    shell = InteractiveShell.instance()
+    a = Answer(text="**hi** <script>", reasoning="r")
+    a.ended_at = a.started_at + 1  # a fixed footer: repr is compared below
+    register_answer_formatters(shell)
+    try:
+        data, _ = shell.display_formatter.format(a)
+        assert "<strong>hi</strong> &lt;script&gt;" in data["text/html"] and data["text/plain"] == repr(a)
+        assert "> **Reasoning**" in data["text/markdown"]
+        table, _ = shell.display_formatter.format(AnswerList([a]))
+        assert "vm-batch" in table["text/html"]
+    finally:
+        unregister_answer_formatters(shell)
+    assert "text/html" not in shell.display_formatter.format(a)[0]
+
+
+def test_a_big_batch_shows_a_bounded_table():
+    answers = AnswerList(Answer(text="x" * 5000, prompt=f"p{i}", index=i) for i in range(2000))
+    answers[3].error = "boom"
+    bundle = answer_list_bundle(answers)
+    assert bundle["text/html"].count("<tr>") <= 52 and "1950 more" in bundle["text/html"]
+    assert "2000 answers: 1999 ok, 1 failed" in bundle["text/html"]
+    assert len(bundle["text/plain"].splitlines()) <= 52 and len(bundle["text/html"]) < 400_000
+
+
+# -- the live view: each update costs what changed ------------------------------------------------
+class RecordingSink:
+    """Stands in for IPython's display: keeps each output's current bundle and the size of every send."""
+
+    def __init__(self):
+        self.outputs, self.sent, self.last = [], [], None
+
+    def show(self, bundle):
+        self.outputs.append(bundle)
+        self.sent.append(sum(map(len, bundle.values())))
+        self.last = bundle
+        sink, i = self, len(self.outputs) - 1
+
+        class Handle:
+            def update(self, bundle, raw=False):
+                sink.outputs[i] = sink.last = bundle
+                sink.sent.append(sum(map(len, bundle.values())))
+        return Handle()
+
+
+def stream_into_live_view(text, reasoning="", piece=401):
+    from vllm_magics.ask.reasoning import ReasoningSplitter
+    from vllm_magics.notebook.views.live import LiveAnswer
+
+    sink = RecordingSink()
+    live = LiveAnswer(True, updates_per_second=1e9, sink=sink)  # no throttle: every piece is drawn
+    answer = live.answer
+    answer.live = splitter = ReasoningSplitter()
+    for field, body in (("reasoning", reasoning), ("content", text)):
+        for i in range(0, len(body), piece):
+            splitter.feed({field: body[i:i + piece]})
+            live.update(answer)
+    return live, sink, splitter
+
+
+LONG = "".join(f"Paragraph {i} with **bold** and `code`.\n\n- a list item {i}\n\n" for i in range(1200)) + \
+    "```python\n" + "".join(f"x_{i} = {i}  # a line of a long code block\n" for i in range(600)) + "```\nEnd.\n"
+
+
+def test_streaming_updates_stay_small_and_lose_nothing():
+    live, sink, splitter = stream_into_live_view(LONG, reasoning="I think. " * 3000)
+    assert len(LONG) > 90_000 and max(sink.sent) < 60_000  # about the size of one segment, not the answer
+    segments = [o["text/plain"] for o in sink.outputs]
+    assert "".join(segments) == ("I think. " * 3000) + LONG  # the cuts lose and repeat nothing
+    code = [o["text/html"] for o in sink.outputs if "x_300 = 300" in o["text/plain"] or "x_500" in o["text/plain"]]
+    assert code and all("vm-codeblock" in html for html in code)  # a cut code block stays code
+
+    splitter.finish()
+    live.answer.text, live.answer.reasoning, live.answer.live = splitter.answer, splitter.reasoning, None
+    live.finish(live.answer)
+    final = sink.outputs[0]["text/html"]
+    assert "Paragraph 1199" in final and "x_599" in final and '<details class="vm-reasoning">' in final
+    assert all(o == {"text/plain": "", "text/html": ""} for o in sink.outputs[1:])
+    assert sink.last is sink.outputs[0]  # the card is sent last: a frontend's final message is the answer
+
+
+def test_the_throttle_counts_from_the_end_of_a_draw(monkeypatch):
+    from vllm_magics.ask.reasoning import ReasoningSplitter
+    from vllm_magics.notebook.views import live as live_mod
+
+    clock = [100.0]
+    monkeypatch.setattr(live_mod.time, "monotonic", lambda: clock[0])
+
+    class SlowSink(RecordingSink):  # each draw takes 0.5 s of (fake) time: longer than the 1/15 s gap
+        def show(self, bundle):
+            clock[0] += 0.5
+            return super().show(bundle)
+
+    live = live_mod.LiveAnswer(True, updates_per_second=15, sink=SlowSink())
+    live.answer.live = splitter = ReasoningSplitter()
+    for _ in range(20):  # events arriving with no time passing between them
+        splitter.feed({"content": "word "})
+        live.update(live.answer)
+    assert live.updates == 1
+    clock[0] += 1 / 15
+    splitter.feed({"content": "more"})
+    live.update(live.answer)
+    assert live.updates == 2
+
+
+# -- batches: lazy prompts, input order, Ctrl-C that does not wait for the server -------------------
+class ChatStandIn:
+    """A minimal OpenAI-compatible chat server on a real socket. Replies have the shape of vLLM 0.32's
+    (tests/fixtures/sse holds recorded streams). A prompt containing "slow" is held until `release`;
+    meanwhile the handler watches its socket and counts clients that went away."""
+
+    def __init__(self, log=None):
+        import http.server
+        import threading
+
+        self.log = log if log is not None else []
+        self.release, self.held, self.gone = threading.Event(), [], []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                import json as _json
+
+                body = _json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][-1]["content"]
+                outer.log.append(("request", prompt))
+                if "slow" in prompt:
+                    outer.held.append(prompt)
+                    return outer._hold(self.connection)
+                reply = {"object": "chat.completion", "model": body["model"], "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": f"echo {prompt}"},
+                     "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+                data = _json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _hold(self, conn):
+        import select
+        import socket
+
+        while not self.release.wait(0.02):
+            if select.select([conn], [], [], 0)[0] and conn.recv(1, socket.MSG_PEEK) == b"":
+                self.gone.append(conn)  # the client closed: vLLM would abort the request here
+                return
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def chat_server():
+    server = ChatStandIn()
+    yield server
+    server.close()
+
+
+def test_batch_sends_while_prompts_are_still_being_made_and_keeps_order(chat_server):
+    from vllm_magics.ask.batch import ask_many
+
+    def prepare(i):
+        chat_server.log.append(("prepare", i))
+        if i == 5:
+            raise TemplateError("item 5 has no such field")
+        return f"q{i}", build_messages(f"q{i}")
+
+    answers = ask_many(lambda: ChatClient(chat_server.url), list(range(40)), prepare, {}, model="m",
+                       concurrency=4, stream=False)
+    assert [a.index for a in answers] == list(range(40)) and answers.total == 40
+    assert [a.text for a in answers if a.index != 5] == [f"echo q{i}" for i in range(40) if i != 5]
+    assert answers[5].error == "item 5 has no such field" and answers.finished == 40
+    assert chat_server.log.index(("request", "q0")) < chat_server.log.index(("prepare", 39))
+
+
+def test_ctrl_c_on_a_no_stream_batch_keeps_the_finished_answers(shell, chat_server):
+    import _thread
+    import threading
+
+    from helpers import wait_until
+
+    shell.user_ns["items"] = ["a", "b", "c", "slow 1", "slow 2", "d", "e"]
+
+    def interrupt_once_two_are_held():
+        if wait_until(lambda: len(chat_server.held) == 2, 60, interval=0.02):
+            _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_once_two_are_held, daemon=True).start()
+    # The held requests never end on their own: waiting for them (the old pool shutdown) would hang here.
+    with pytest.raises(UsageError, match=r"interrupted: 3 of 7 answers finished; they are kept in _ask and got"):
+        shell.run_cell_magic("ask", f"--each items --no-stream --concurrency 2 --url {chat_server.url}/v1 "
+                                    "--model m --out got", "{{ item }}")
+    got = shell.user_ns["got"]
+    assert got is shell.user_ns["_ask"] and got.total == 7
+    assert [a.text for a in got[:3]] == ["echo a", "echo b", "echo c"] and all(a.ok for a in got[:3])
+    assert [a.interrupted for a in got[3:5]] == [True, True] and "slow" in got[3].prompt
+    assert got.summary() == "7 answers: 3 ok, 2 interrupted, 2 not asked"
+    assert wait_until(lambda: len(chat_server.gone) == 2, 30)  # both held requests were cut, not left running
+
+
+def test_after_ctrl_c_the_segments_stay_and_nothing_long_is_rendered():
+    live, sink, splitter = stream_into_live_view(LONG)
+    splitter.finish()
+    answer = live.answer
+    answer.text, answer.interrupted, answer.live = splitter.answer, True, None
+    sent_before = len(sink.sent)
+    live.finish(answer, whole=False)
+    assert max(sink.sent[sent_before:]) < 60_000  # no render of the whole (100 KB) answer
+    assert sink.outputs[-1]["text/plain"].startswith("Interrupted: this is the part that arrived")
+    assert "End." in sink.outputs[-2]["text/plain"] and "vm-cursor" not in sink.outputs[-2]["text/html"]
+    assert "".join(o["text/plain"] for o in sink.outputs[:-1]) == LONG
+
+
+def test_hidden_reasoning_is_one_status_line_and_not_in_the_card():
+    from vllm_magics.ask.reasoning import ReasoningSplitter
+    from vllm_magics.notebook.views.live import LiveAnswer
+
+    sink = RecordingSink()
+    live = LiveAnswer(True, hide_reasoning=True, updates_per_second=1e9, sink=sink)
+    live.answer.live = splitter = ReasoningSplitter()
+    for i in range(50):
+        splitter.feed({"reasoning": f"secret thought {i} "})
+        live.answer.reasoning_chunks += 1
+        live.update(live.answer)
+    splitter.feed({"content": "The answer."})
+    live.update(live.answer)
+    assert len(sink.outputs) == 2 and "thinking… ≥50 tokens" in sink.outputs[0]["text/plain"]
+    assert not any("secret" in str(o) for o in sink.outputs)
+    splitter.finish()
+    live.answer.text, live.answer.reasoning, live.answer.live = splitter.answer, splitter.reasoning, None
+    live.finish(live.answer)
+    assert "secret" not in str(sink.outputs[0]) and "The answer." in sink.outputs[0]["text/html"]
+    assert live.answer.reasoning.startswith("secret thought 0")  # still on the answer itself

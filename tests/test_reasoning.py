@@ -101,3 +101,36 @@ def test_changed_reports_visible_progress():
     assert not s.feed({"content": "</th"})  # held back: might be a tag
     assert s.feed({"content": "x"}) and s.answer == "Hi</thx"
     assert json.dumps(s.answer)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=6), max_size=30), st.data())
+def test_growing_text_reads_any_tail(pieces, data):
+    from vllm_magics.ask.reasoning import GrowingText
+
+    g, whole = GrowingText(), ""
+    for p in pieces:
+        g.append(p)
+        whole += p
+        offset = data.draw(st.integers(0, len(whole) + 2))
+        assert g.since(offset) == whole[offset:] and len(g) == len(whole)
+        if data.draw(st.booleans()):
+            assert str(g) == whole  # joining keeps later tails right
+    assert g.visible == bool(whole.strip())
+
+
+def test_a_live_view_reads_the_new_part_without_joining_the_whole():
+    s = ReasoningSplitter()
+    s.feed({"reasoning": "thinking "})
+    s.feed({"content": "The answer"})
+    seen = len(s.answer_text)
+    s.feed({"content": " goes on."})
+    assert s.answer_text.since(seen) == " goes on." and s.reasoning_text.since(0) == "thinking "
+    assert s.answer == "The answer goes on." and s.reasoning_done
+
+
+def test_fields_that_are_not_text_are_ignored():
+    # A hostile or broken server: `"content": 5` must not raise a TypeError in the splitter.
+    s = ReasoningSplitter()
+    assert not s.feed({"content": 5, "reasoning": ["x"]})
+    assert s.feed({"content": "ok"}) and s.answer == "ok"

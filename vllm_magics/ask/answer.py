@@ -1,5 +1,7 @@
-"""`Answer`: one reply from the model, with its reasoning, usage and timings, and its rich views
-(HTML from a jinja2 template, Markdown, plain text). Plain data: no I/O, no IPython import."""
+"""`Answer`: one reply from the model, with its reasoning, usage and timings; `AnswerList`: the answers
+of a batch. Plain data with a plain-text view (the repr, for scripts and terminals). The notebook's
+HTML and Markdown views are in vllm_magics.notebook.views.answer_view, registered as IPython formatters
+when the extension loads."""
 from __future__ import annotations
 
 import time
@@ -25,6 +27,9 @@ class Answer:
     streaming: bool = False  # still arriving (the live view)
     prompt: str = ""
     index: int | None = None  # position in an --each batch
+    # While streaming: the ReasoningSplitter whose growing texts a live view reads piece by piece
+    # (`text` and `reasoning` are filled in when the stream ends). None otherwise.
+    live: object | None = field(default=None, repr=False, compare=False)
 
     # -- figures --------------------------------------------------------------------------------
     @property
@@ -35,20 +40,24 @@ class Answer:
     def elapsed(self) -> float:
         return (self.ended_at or time.monotonic()) - self.started_at
 
+    def _count(self, key: str) -> int | None:
+        value = (self.usage or {}).get(key)  # from the server: a number only if it is one
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
     @property
     def prompt_tokens(self) -> int | None:
-        return (self.usage or {}).get("prompt_tokens")
+        return self._count("prompt_tokens")
 
     @property
     def completion_tokens(self) -> int | None:
-        return (self.usage or {}).get("completion_tokens")
+        return self._count("completion_tokens")
 
     @property
     def reasoning_tokens(self) -> str | None:
         """How long the reasoning was: the server's count (vLLM 0.32 reports 0), else the token ids it
         sent, else the number of stream events (a lower bound: vLLM sometimes merges tokens)."""
         details = (self.usage or {}).get("completion_tokens_details") or {}
-        if details.get("reasoning_tokens"):
+        if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int) and details["reasoning_tokens"]:
             return str(details["reasoning_tokens"])
         if self.reasoning_token_ids:
             return str(self.reasoning_token_ids)
@@ -113,48 +122,44 @@ class Answer:
         parts.append("-- " + " · ".join(self.footer_items()))
         return "\n\n".join(p for p in parts if p)
 
-    def markdown_view(self) -> str:
-        parts = []
-        if self.reasoning:
-            quoted = "\n".join("> " + line for line in self.reasoning.strip().splitlines())
-            parts.append(f"> **Reasoning**\n>\n{quoted}")
-        parts.append(self.text.strip())
-        parts += [f"**⚠ {w}**" for w in self.warnings()]
-        parts.append("*" + " · ".join(self.footer_items()) + "*")
-        return "\n\n".join(p for p in parts if p)
-
-    def html_view(self) -> str:
-        from vllm_magics.notebook.views.render import render
-        from vllm_magics.notebook.views.markdown import render_markdown
-
-        return render("answer.html.j2", a=self, answer_html=render_markdown(self.text),
-                      reasoning_open=self.streaming and not self.text.strip())
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        return {"text/plain": self.text_view(), "text/markdown": self.markdown_view(),
-                "text/html": self.html_view()}
-
     def __repr__(self) -> str:
         return self.text_view()
 
 
 class AnswerList(list):
-    """Answers of an --each batch, in input order, with a table view."""
+    """Answers of an --each batch, in input order. `total` is the number of items asked for: after an
+    interrupted batch the list holds fewer (the ones started, finished or not)."""
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        from vllm_magics.notebook.views.render import render
-        from vllm_magics.notebook.views.markdown import render_markdown
+    total: int | None = None
 
-        rows = [(a, render_markdown(a.text)) for a in self]
-        return {"text/plain": repr(self), "text/html": render("answer_list.html.j2", rows=rows)}
+    @property
+    def finished(self) -> int:
+        return sum(1 for a in self if a.ended_at is not None and not a.interrupted)
 
-    def __repr__(self) -> str:
+    def summary(self) -> str:
+        failed = sum(1 for a in self if a.error)
+        interrupted = sum(1 for a in self if a.interrupted and not a.error)
+        parts = [f"{len(self) - failed - interrupted} ok"] + [f"{n} {what}" for n, what in (
+            (failed, "failed"), (interrupted, "interrupted")) if n]
+        total = self.total if self.total is not None else len(self)
+        return f"{total} answer{'s' if total != 1 else ''}: " + ", ".join(parts) + (
+            f", {total - len(self)} not asked" if total > len(self) else "")
+
+    def text_view(self, rows: int = 50) -> str:
+        """One line per answer, the first `rows` of them (a batch may have 100,000), then a summary."""
         lines = []
-        for i, a in enumerate(self):
+        for i, a in enumerate(self[:rows]):
             status = "ok" if a.ok else ("interrupted" if a.interrupted else "error")
             body = a.text.strip().replace("\n", " ") if a.ok else (a.error or "")
             lines.append(f"[{i}] {status}: {body[:200]}")
+        if len(self) > rows:
+            lines.append(f"... {len(self) - rows} more (all are in this list)")
+        if len(self) > rows or (self.total or 0) > len(self):
+            lines.append(self.summary())
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.text_view()
 
     @property
     def texts(self) -> list[str]:

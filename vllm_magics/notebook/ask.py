@@ -5,7 +5,7 @@ import json
 
 from IPython.core.error import UsageError
 from IPython.core.magic import cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments
+from vllm_magics.notebook.args import argument, magic_arguments
 from traitlets import Bool, Float, Integer, Unicode
 
 from vllm_magics.notebook.base import MagicsBase, _parse, served_model_name_or_default
@@ -58,6 +58,7 @@ class AskMagics(MagicsBase):
             %%ask --temperature 0
             What is the capital of {{ country }}?
         """
+        from vllm_magics.ask import prompt as prompt_mod
         from vllm_magics.ask import request as ask_mod
 
         args = _parse(self.ask, line)
@@ -74,18 +75,18 @@ class AskMagics(MagicsBase):
         system = args.system if args.system is not None else (self.system or None)
         ns = self.shell.user_ns if self.shell is not None else {}
         if self._conversations is None:
-            self._conversations = ask_mod.Conversations()
+            self._conversations = prompt_mod.Conversations()
         convs = self._conversations
 
         if args.each:
             return self._ask_each(args, cell, ns, params, client, model, system)
         try:
-            prompt = cell.strip("\n") if args.no_template else ask_mod.render_prompt(cell.strip("\n"), ns)
-        except ask_mod.TemplateError as exc:
+            prompt = cell.strip("\n") if args.no_template else prompt_mod.render_prompt(cell.strip("\n"), ns)
+        except prompt_mod.TemplateError as exc:
             raise UsageError(str(exc)) from None
         thread = args.thread or (convs.last or convs.DEFAULT if args.cont else None)
         history = convs.history(thread) if thread else []
-        messages = ask_mod.build_messages(prompt, system, history)
+        messages = prompt_mod.build_messages(prompt, system, history)
         from vllm_magics.notebook.views.live import LiveAnswer
 
         live = LiveAnswer(self._in_notebook(), hide_reasoning=args.hide_reasoning or self.hide_reasoning,
@@ -96,17 +97,17 @@ class AskMagics(MagicsBase):
                                  on_update=live.update, answer=live.answer)
         except KeyboardInterrupt:
             answer = live.answer
-            live.finish(answer)
             self._store_answer(answer, args.out)
+            _finish_live(live, answer, whole=False)
             raise UsageError("interrupted: the partial answer stays above (and in _ask)") from None
         except ask_mod.AskError as exc:
             if exc.answer is not None and (exc.answer.text or exc.answer.reasoning):
-                live.finish(exc.answer)
                 self._store_answer(exc.answer, args.out)
+                _finish_live(live, exc.answer)
             raise UsageError(str(exc)) from None
-        live.finish(answer)
         convs.record(thread or convs.DEFAULT, prompt, answer)
         self._store_answer(answer, args.out)
+        _finish_live(live, answer)
 
     def _request_params(self, args) -> dict:
         params = {}
@@ -168,8 +169,10 @@ class AskMagics(MagicsBase):
             self.shell.user_ns[out] = answer
 
     def _ask_each(self, args, cell, ns, params, client, model, system):
-        from vllm_magics.ask import request as ask_mod
-        from vllm_magics.ask.client import ChatClient
+        from vllm_magics.ask import prompt as prompt_mod
+        from vllm_magics.ask.batch import BatchInterrupted, ask_many
+        from vllm_magics.ask.client import ChatClient, NoServer, ServerError
+        from vllm_magics.ask.request import AskError, explain
         from vllm_magics.notebook.views.live import BatchProgress
 
         if args.each not in ns:
@@ -179,19 +182,23 @@ class AskMagics(MagicsBase):
             raise UsageError(f"--each {args.each}: it must be a list or other iterable of items, "
                              f"not {type(items).__name__}")
         items = list(items.itertuples(index=False) if hasattr(items, "itertuples") else items)
-        prompts = []
-        for item in items:
-            try:
-                text = cell.strip("\n") if args.no_template else ask_mod.render_prompt(
-                    cell.strip("\n"), {**ns, "item": item})
-            except ask_mod.TemplateError as exc:
-                raise UsageError(str(exc)) from None
-            prompts.append(text)
-        messages = [ask_mod.build_messages(p, system) for p in prompts]
+        cell = cell.strip("\n")
+        try:  # compiled once for every item; a name no item can supply is an error before any request
+            template = prompt_mod.PromptTemplate("" if args.no_template else cell)
+        except prompt_mod.TemplateError as exc:
+            raise UsageError(str(exc)) from None
+        missing = template.missing(ns, provided=("item",))
+        if missing:
+            raise UsageError(f"the prompt uses '{missing[0]}' which is not defined: define it in a cell first, "
+                             "or send the cell as written with --no-template")
+
+        def prepare(item):  # run by the batch's workers as they take items: the first request goes at once
+            prompt = cell if args.no_template else template.render(ns, item=item)
+            return prompt, prompt_mod.build_messages(prompt, system)
+
         concurrency = args.concurrency or self.concurrency
         if concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
-        progress = BatchProgress(len(prompts), self._in_notebook())
         base, key, timeout = client.base_url, client.session.headers.get("Authorization"), client.timeout
 
         def factory():
@@ -202,21 +209,31 @@ class AskMagics(MagicsBase):
 
         try:
             model = model or client.default_model()
-            results = ask_mod.ask_many(factory, messages, params, model=model, concurrency=concurrency,
-                                       prompts=prompts, on_progress=progress.update)
-        except KeyboardInterrupt:
-            raise UsageError("interrupted: the batch was stopped (requests in flight were aborted)") from None
-        except ask_mod.AskError as exc:
+        except (NoServer, ServerError) as exc:
+            raise UsageError(explain(exc, client)) from None
+        progress = BatchProgress(len(items), self._in_notebook())
+        try:
+            results = ask_many(factory, items, prepare, params, model=model, concurrency=concurrency,
+                               stream=not args.no_stream, on_answer=progress.update)
+        except BatchInterrupted as exc:
+            results = exc.answers
+            progress.finish()
+            self._store_answer(results, args.out)
+            where = "_ask" + (f" and {args.out}" if args.out and args.out.isidentifier() else "")
+            raise UsageError(f"interrupted: {results.finished} of {len(items)} answers finished; they are kept in "
+                             f"{where} (requests in flight were aborted)") from None
+        except AskError as exc:
             raise UsageError(str(exc)) from None
-        except Exception as exc:
-            from vllm_magics.ask.client import NoServer, ServerError
-
-            if isinstance(exc, (NoServer, ServerError)):
-                raise UsageError(ask_mod.explain(exc, client)) from None
-            raise
-        progress.finish(results)
+        progress.finish()
         self._store_answer(results, args.out)
-        self._show(results) if self._in_notebook() else print(repr(results))
+        if self._in_notebook():
+            from IPython.display import display
+
+            from vllm_magics.notebook.views.answer_view import answer_list_bundle
+
+            display(answer_list_bundle(results), raw=True)
+        else:
+            print(repr(results))
 
     @magic_arguments()
     @argument("thread", nargs="?", default=None, help="The conversation to forget (default: all)")
@@ -229,3 +246,12 @@ class AskMagics(MagicsBase):
             return
         n = self._conversations.reset(args.thread)
         print(f"Forgot {n} conversation{'s' if n != 1 else ''}." if n else f"No conversation named {args.thread}.")
+
+
+def _finish_live(live, answer, whole: bool = True) -> None:
+    """The final render of an answer (one pass over it: about a second for 500 KB). Ctrl-C during it
+    leaves the answer complete in _ask."""
+    try:
+        live.finish(answer, whole)
+    except KeyboardInterrupt:
+        raise UsageError("interrupted while drawing the answer: the whole answer is in _ask") from None
