@@ -9,30 +9,15 @@ are imported when a magic needs them.
 __version__ = "0.1.0"
 
 def load_ipython_extension(ipython):
-    from vllm_magics.notebook.magics import VllmMagics
+    from vllm_magics.notebook.magics import load
 
-    magics = VllmMagics(shell=ipython)
-    ipython.register_magics(magics)
-    ipython._vllm_magics = magics  # the one instance, so unload can find it
+    load(ipython)
 
 
 def unload_ipython_extension(ipython):
-    from vllm_magics.notebook.magics import VllmMagics, describe_running
+    from vllm_magics.notebook.magics import unload
 
-    magics = getattr(ipython, "_vllm_magics", None)
-    table = ipython.magics_manager.magics
-    for kind, names in VllmMagics.magic_names().items():
-        for name in names:
-            table[kind].pop(name, None)
-    ipython.magics_manager.registry.pop("VllmMagics", None)
-    if magics is not None:
-        magics.close()
-        if magics in ipython.configurables:
-            ipython.configurables.remove(magics)
-        del ipython._vllm_magics
-        note = describe_running(magics)
-        if note:
-            print(note)
+    unload(ipython)
 
 
 def _magics():

@@ -44,6 +44,43 @@ VllmMagics.magics = {kind: {name: meth for group in _GROUPS for name, meth in gr
                      for kind in ("line", "cell")}
 
 
+def load(ipython) -> VllmMagics:
+    """%load_ext: register the magics and the rich views of what they return."""
+    from vllm_magics.notebook.views.answer_view import register_answer_formatters
+    from vllm_magics.notebook.views.compare import register_compare_formatters
+
+    magics = VllmMagics(shell=ipython)
+    ipython.register_magics(magics)
+    ipython._vllm_magics = magics  # the one instance, so unload can find it
+    register_answer_formatters(ipython)
+    register_compare_formatters(ipython)
+    return magics
+
+
+def unload(ipython) -> None:
+    """%unload_ext: remove what load added; a running server keeps running (and is said to)."""
+    from vllm_magics.notebook.views.answer_view import unregister_answer_formatters
+    from vllm_magics.notebook.views.compare import unregister_compare_formatters
+
+    magics = getattr(ipython, "_vllm_magics", None)
+    table = ipython.magics_manager.magics
+    for kind, names in VllmMagics.magic_names().items():
+        for name in names:
+            table[kind].pop(name, None)
+    ipython.magics_manager.registry.pop("VllmMagics", None)
+    unregister_answer_formatters(ipython)
+    unregister_compare_formatters(ipython)
+    if magics is None:
+        return
+    magics.close()
+    if magics in ipython.configurables:
+        ipython.configurables.remove(magics)
+    del ipython._vllm_magics
+    note = describe_running(magics)
+    if note:
+        print(note)
+
+
 def running_instance() -> VllmMagics | None:
     """The instance %load_ext made in the running IPython, if any."""
     from IPython import get_ipython

@@ -8,6 +8,8 @@ TABLE_ROWS answers of at most ROW_CHARS characters each: a batch of 100,000 stay
 """
 from __future__ import annotations
 
+from vllm_magics.notebook.views.formatters import register, unregister
+
 TABLE_ROWS = 50
 ROW_CHARS = 2000
 
@@ -69,14 +71,8 @@ _MODULE = "vllm_magics.ask.answer"
 
 
 def register_answer_formatters(shell) -> None:
-    """Show Answer and AnswerList as HTML in this shell (text/plain stays their repr). By name: the
-    answer module is not imported until an answer exists."""
-    formatters = shell.display_formatter.formatters
-    for mime, name, view in _FORMATTERS:
-        formatters[mime].for_type_by_name(_MODULE, name, view)
+    register(shell, _MODULE, _FORMATTERS)
 
 
 def unregister_answer_formatters(shell) -> None:
-    formatters = shell.display_formatter.formatters
-    for mime, name, _ in _FORMATTERS:
-        formatters[mime].pop(f"{_MODULE}.{name}", None)
+    unregister(shell, _MODULE, _FORMATTERS)

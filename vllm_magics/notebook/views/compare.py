@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 
-from vllm_magics.notebook.views.markdown import render_markdown
+from vllm_magics.notebook.views.formatters import register, unregister
 from vllm_magics.notebook.views.render import render
 
 LIVE_TAIL = 1500
@@ -23,7 +23,7 @@ CELL_CHARS = 1000
 
 def _column(label: str, answer, hide_reasoning: bool) -> dict:
     css = "vm-bad" if answer.error else "vm-warn" if answer.interrupted or answer.cut_by_max_tokens else ""
-    return {"label": label, "a": answer, "css": css, "html": render_markdown(answer.text),
+    return {"label": label, "a": answer, "css": css, "html": _markdown(answer.text),
             "show_reasoning": bool(answer.reasoning) and not hide_reasoning, "warnings": answer.warnings(),
             "footer": answer.footer_items()}
 
@@ -43,7 +43,7 @@ def compare_table_html(table) -> str:
         cells = []
         for a in row:
             text = "" if a is None else a.text if len(a.text) <= CELL_CHARS else a.text[:CELL_CHARS] + " …"
-            cells.append((a, render_markdown(text) if a is not None and a.ok else ""))
+            cells.append((a, _markdown(text) if a is not None and a.ok else ""))
         rows.append((i, prompt[:300], cells))
     more = len(table.rows) - len(rows)
     asked = sum(1 for row in table.rows for a in row if a is not None)
@@ -57,20 +57,21 @@ def compare_table_bundle(table) -> dict:
     return {"text/plain": table.text_view(), "text/html": compare_table_html(table)}
 
 
+def _markdown(text: str) -> str:
+    from vllm_magics.notebook.views.markdown import render_markdown  # markdown-it: on first render only
+
+    return render_markdown(text)
+
+
+_FORMATTERS = (("text/html", "Comparison", compare_html), ("text/html", "CompareTable", compare_table_html))
+
+
 def register_compare_formatters(shell) -> None:
-    """Show Comparison and CompareTable as HTML in this shell, by name: nothing is imported until one
-    is displayed (IPython's for_type_by_name)."""
-    html = shell.display_formatter.formatters["text/html"]
-    html.for_type_by_name("vllm_magics.ask.compare", "Comparison", compare_html)
-    html.for_type_by_name("vllm_magics.ask.compare", "CompareTable", compare_table_html)
+    register(shell, "vllm_magics.ask.compare", _FORMATTERS)
 
 
 def unregister_compare_formatters(shell) -> None:
-    html = shell.display_formatter.formatters["text/html"]
-    for name in ("Comparison", "CompareTable"):
-        html.deferred_printers.pop(("vllm_magics.ask.compare", name), None)
-        html.type_printers = {cls: f for cls, f in html.type_printers.items()
-                              if (cls.__module__, cls.__name__) != ("vllm_magics.ask.compare", name)}
+    unregister(shell, "vllm_magics.ask.compare", _FORMATTERS)
 
 
 # -- live -------------------------------------------------------------------------------------------
