@@ -157,6 +157,8 @@ class AskMagics(MagicsBase):
                 cache[client.base_url] = status == 200 and isinstance(body, dict) and "version" in body
             except OSError:
                 cache[client.base_url] = False
+            except KeyboardInterrupt:  # the probe waits up to 2 s: Ctrl-C then is one line too
+                raise UsageError("interrupted before the question was sent") from None
         return cache[client.base_url]
 
     def _store_answer(self, answer, out):
@@ -211,6 +213,8 @@ class AskMagics(MagicsBase):
             model = model or client.default_model()
         except (NoServer, ServerError) as exc:
             raise UsageError(explain(exc, client)) from None
+        except KeyboardInterrupt:
+            raise UsageError("interrupted before the batch started: nothing was asked") from None
         progress = BatchProgress(len(items), self._in_notebook())
         try:
             results = ask_many(factory, items, prepare, params, model=model, concurrency=concurrency,
