@@ -29,14 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from vllm_magics.errors import VllmMagicsError
+from vllm_magics.errors import BatchStoreError  # noqa: F401 (re-exported: defined in errors.py)
 
 ANSWER_FIELDS = ("text", "reasoning", "finish_reason", "usage", "error", "model", "elapsed")
 NOT_ANSWERED = "not answered: the batch stopped before this item"
-
-
-class BatchStoreError(VllmMagicsError):
-    pass
 
 
 def item_key(messages: list[dict], params: dict | None = None, model: str | None = None) -> str:

@@ -18,7 +18,7 @@ import json
 import threading
 from typing import Iterator
 
-from vllm_magics.errors import VllmMagicsError
+from vllm_magics.errors import VllmMagicsError, NoServer, ServerError, BadReply, TooSlow
 from vllm_magics.status.deadline import ReadGuard
 from vllm_magics.status.probes import server_root
 
@@ -27,28 +27,6 @@ MAX_SSE_LINE = 4 * 1024 * 1024  # one event: vLLM's are a few hundred bytes (mor
 MAX_REPLY = 64 * 1024 * 1024  # a whole --no-stream reply: 100k tokens of text with logprobs fit
 MAX_ERROR_BODY = 64 * 1024
 _local = threading.local()  # the ReadGuard of this thread's request in flight
-
-
-class ServerError(VllmMagicsError):
-    """The server answered with an error status; `status` and vLLM's own message are kept."""
-
-    def __init__(self, message: str, status: int | None = None, body=None):
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
-class BadReply(ServerError):
-    """The server answered, but not as an OpenAI-compatible server does (not HTTP, not JSON, an event
-    of the wrong shape, a line without end). str() is the whole explanation."""
-
-
-class TooSlow(BadReply):
-    """No complete reply (headers, a body, a stream's next line) within the time limit."""
-
-
-class NoServer(VllmMagicsError):
-    pass
 
 
 def error_message(status: int, body) -> str:

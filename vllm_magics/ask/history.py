@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from vllm_magics.errors import VllmMagicsError
+from vllm_magics.errors import HistoryError
 
 SCHEMA_VERSION = 1
 REDACTED = "[redacted]"
@@ -36,10 +36,6 @@ _SECRET_KEY = re.compile(r"^(?:.*[_-])?(?:api[_-]?key|apikey|authorization|auth|
 _COLUMNS = ("id", "time", "server_url", "model", "thread", "prompt", "messages", "params", "answer",
             "reasoning", "usage", "ttft", "elapsed", "finish_reason", "error", "interrupted", "batch_index")
 _JSON_COLUMNS = ("messages", "params", "usage")
-
-
-class HistoryError(VllmMagicsError):
-    pass
 
 
 def default_history_path() -> Path:

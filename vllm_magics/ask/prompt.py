@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from vllm_magics.errors import VllmMagicsError
+from vllm_magics.errors import TemplateError
 
 # Code is sent as written: fenced blocks (closed or running to the end) and `inline code`. A jinja
 # raw block is taken whole (its inside is sent as written, as jinja would), so code in it stays too.
@@ -16,10 +16,6 @@ _PROTECT = re.compile(r"\{%-?\s*raw\s*-?%\}(.*?)\{%-?\s*endraw\s*-?%\}|(```.*?(?
 # Protected code goes back in as a template value, not as a marker in the text: no text a user or a
 # variable holds can be mistaken for one.
 _CODE = "_vm_protected_code"
-
-
-class TemplateError(VllmMagicsError):
-    pass
 
 
 class PromptTemplate:

@@ -13,16 +13,8 @@ from typing import Callable
 
 from vllm_magics.ask.answer import Answer
 from vllm_magics.ask.client import ChatClient, NoServer, ServerError, chat_payload
-from vllm_magics.errors import VllmMagicsError
+from vllm_magics.errors import AskError
 from vllm_magics.ask.reasoning import ReasoningSplitter
-
-
-class AskError(VllmMagicsError):
-    """A request failed; `answer` keeps whatever arrived before the failure."""
-
-    def __init__(self, message: str, answer: Answer | None = None):
-        super().__init__(message)
-        self.answer = answer
 
 
 # -- one request ---------------------------------------------------------------------------------

@@ -24,13 +24,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from vllm_magics.errors import VllmMagicsError
+from vllm_magics.errors import SchemaError
 
 ERROR_COLUMN = "_error"
-
-
-class SchemaError(VllmMagicsError):
-    """The schema itself cannot be used (not a pydantic model or dict, or a keyword we cannot check)."""
 
 
 @dataclass

@@ -27,15 +27,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
-from vllm_magics.errors import VllmMagicsError
+from vllm_magics.errors import Unreachable
 from vllm_magics.status.probes import BadReply, get_json, get_status, get_text, server_root
 
 
 PATHS = {"health": "/health", "version": "/version", "models": "/v1/models", "metrics": "/metrics"}
-
-
-class Unreachable(VllmMagicsError):
-    pass
 
 
 def _process_info(server) -> dict:

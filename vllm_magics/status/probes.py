@@ -11,15 +11,11 @@ import http.client
 import json
 from urllib.parse import urlsplit
 
-from vllm_magics.errors import VllmMagicsError
+from vllm_magics.errors import BadURL
 from vllm_magics.status.deadline import ReadGuard
 
 MAX_JSON = 4 * 1024 * 1024  # /version and /v1/models are a few hundred bytes from vLLM
 MAX_METRICS = 8 * 1024 * 1024  # vLLM's /metrics is tens of KB
-
-
-class BadURL(VllmMagicsError, ValueError):
-    pass
 
 
 class BadReply(OSError):

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vllm_magics.tunnel.token import TunnelError
-
-class NotOnColab(TunnelError):
-    """Colab's proxy was asked for outside Google Colab."""
+from vllm_magics.errors import NotOnColab
 
 
 @dataclass

@@ -10,37 +10,10 @@ from typing import Callable
 
 from vllm_magics.tunnel.agent import AgentFailure
 from vllm_magics.tunnel.token import DASHBOARD_TOKEN_URL, TunnelError
+from vllm_magics.errors import NgrokAuthError, NgrokSessionLimit, NgrokNotInstalled
+from vllm_magics.errors import NgrokStartTimeout, AgentConfigUnwritable, InsecureShareRefused  # noqa: F401 (re-exported: defined in errors.py)
 
 AGENTS_URL = "https://dashboard.ngrok.com/agents"
-
-
-class NgrokAuthError(TunnelError):
-    """ERR_NGROK_4018 (no token or an invalid one), 105 (malformed), 107 (reset or revoked)."""
-
-
-class NgrokSessionLimit(TunnelError):
-    """ERR_NGROK_108: another agent session is online with this account."""
-
-
-class NgrokNotInstalled(TunnelError):
-    """The agent binary is missing and could not be downloaded."""
-
-
-class NgrokStartTimeout(TunnelError):
-    """The agent did not become ready in time (for instance a binary that prints nothing)."""
-
-
-class AgentConfigUnwritable(TunnelError):
-    """The agent config (it holds the token) cannot be written at `path`: a bad path, or a folder others
-    may write to."""
-
-    def __init__(self, message: str, *, path: str, detail: str = ""):
-        super().__init__(message, detail=detail)
-        self.path = path
-
-
-class InsecureShareRefused(TunnelError):
-    """The server has no API key and `insecure` was not given."""
 
 
 def translate(failure: AgentFailure, *, redact: Callable[[str], str], token_source: str | None = None,

@@ -12,7 +12,8 @@ import getpass as _getpass
 import os
 from typing import Callable, Mapping
 
-from vllm_magics.errors import VllmMagicsError
+from vllm_magics.errors import NgrokTokenMissing
+from vllm_magics.errors import TunnelError  # noqa: F401 (re-exported: defined in errors.py)
 from vllm_magics.redact import Secret
 
 SECRET_NAMES = ("NGROK_AUTHTOKEN", "NGROK_TOKEN")
@@ -25,25 +26,6 @@ HOW_TO_ADD = (
     "on \"Notebook access\" for it. Elsewhere: set the environment variable NGROK_AUTHTOKEN before starting "
     "Jupyter. Do not type the token on a magic line: it would be saved in the notebook.")
 HOW_TO_ADD_SHORT = f"Get your token at {DASHBOARD_TOKEN_URL} (a free account is enough)."
-
-
-class TunnelError(VllmMagicsError):
-    """A tunnel could not be opened or managed (the base of every error of vllm_magics.tunnel.manager, defined here
-    so that a missing token is one too). `code` is ngrok's ERR_NGROK_* code when it gave one; `detail` is
-    ngrok's own text, redacted."""
-
-    def __init__(self, message: str, *, code: str | None = None, detail: str = ""):
-        super().__init__(message)
-        self.code = code
-        self.detail = detail
-
-
-class NgrokTokenMissing(TunnelError):
-    """No authtoken anywhere. `denied` names Colab secrets that exist but this notebook may not read."""
-
-    def __init__(self, message: str, denied: tuple[str, ...] = ()):
-        super().__init__(message)
-        self.denied = denied
 
 
 def _colab_userdata():
