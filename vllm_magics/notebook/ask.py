@@ -8,7 +8,7 @@ from IPython.core.magic import cell_magic, line_magic, magics_class
 from vllm_magics.notebook.args import argument, magic_arguments
 from traitlets import Bool, Float, Integer, Unicode
 
-from vllm_magics.notebook.base import MagicsBase, _parse, served_model_name_or_default
+from vllm_magics.notebook.base import MagicsBase, _parse, at_the_edge, served_model_name_or_default
 
 
 @magics_class
@@ -49,6 +49,7 @@ class AskMagics(MagicsBase):
     @argument("--concurrency", type=int, default=None, help="Requests in flight at once with --each")
     @argument("--timeout", type=float, default=None, help="Seconds to wait for the server to send something")
     @cell_magic
+    @at_the_edge("%%ask")
     def ask(self, line="", cell=""):
         """Send the cell to the model and show the answer as it streams, reasoning apart.
 
@@ -242,6 +243,7 @@ class AskMagics(MagicsBase):
     @magic_arguments()
     @argument("thread", nargs="?", default=None, help="The conversation to forget (default: all)")
     @line_magic
+    @at_the_edge("%ask_reset")
     def ask_reset(self, line=""):
         """Forget %%ask conversations (all, or the named one)."""
         args = _parse(self.ask_reset, line)

@@ -5,6 +5,7 @@ Only IPython and traitlets are imported at module level (already loaded in any I
 """
 from __future__ import annotations
 
+import functools
 import os
 
 from IPython.core.error import UsageError
@@ -34,6 +35,31 @@ def _split_passthrough(line: str) -> tuple[list[str], list[str]]:
         i = tokens.index("--")
         return tokens[:i], tokens[i + 1:]
     return tokens, []
+
+
+def at_the_edge(magic: str):
+    """Run a magic so that whatever goes wrong reaches the notebook as one UsageError line with the
+    session's secrets redacted: a raw traceback (with `%xmode Verbose`, its frames' local variables)
+    could show an API key. The UsageError is raised outside the except block, so it chains no exception
+    and no frame of the failed call. Put it right above `def`, below `@line_magic`/`@cell_magic`."""
+    def decorate(func):
+        @functools.wraps(func)
+        def run(self, *args, **kwargs):
+            from vllm_magics.errors import VllmMagicsError
+
+            try:
+                return func(self, *args, **kwargs)
+            except UsageError as exc:  # already the one line the user should read
+                failure = str(exc)
+            except KeyboardInterrupt:
+                failure = f"{magic} was interrupted"
+            except VllmMagicsError as exc:
+                failure = str(exc)
+            except Exception as exc:  # noqa: BLE001 - the edge: nothing raw reaches the notebook
+                failure = f"{magic} failed: {exc.__class__.__name__}: {exc}"
+            raise UsageError(self._redact(failure))
+        return run
+    return decorate
 
 
 @magics_class
@@ -95,6 +121,21 @@ class MagicsBase(Magics):
         if server is None:
             raise UsageError("no server: start one with %vllm_serve MODEL, or pass --url")
         return server.base_url, key or server.api_key, server
+
+    def _redact(self, text: str) -> str:
+        """`text` on one line, without the keys and tokens this session knows."""
+        from vllm_magics.redact import SecretRedactor
+
+        redactor = SecretRedactor()
+        if self.server is not None:
+            redactor.add(self.server.api_key)
+        key_env = self.api_key_env
+        if key_env:
+            redactor.add(os.environ.get(key_env))
+        text = redactor.redact(text)
+        if self.tunnels is not None:
+            text = self.tunnels.redact(text)
+        return " ".join(text.split())
 
     def _runtime_dir(self):
         from vllm_magics.server.manager import default_runtime_dir

@@ -9,7 +9,7 @@ from IPython.core.magic import line_magic, magics_class
 from vllm_magics.notebook.args import argument, magic_arguments
 from traitlets import Bool, Float, Integer, List, Unicode
 
-from vllm_magics.notebook.base import MagicsBase, _parse, _split_passthrough
+from vllm_magics.notebook.base import MagicsBase, _parse, _split_passthrough, at_the_edge
 
 _FOLLOW_DEFAULT_S = 60.0
 
@@ -65,6 +65,7 @@ class ServeMagics(MagicsBase):
     @argument("--restart", action="store_true", help="Replace a running server")
     @argument("--strict-port", action="store_true", help="Fail if the port is taken instead of moving on")
     @line_magic
+    @at_the_edge("%vllm_serve")
     def vllm_serve(self, line=""):
         """Start `vllm serve MODEL` in the background and wait until it answers.
 
@@ -257,6 +258,7 @@ class ServeMagics(MagicsBase):
     @magic_arguments()
     @argument("--now", action="store_true", help="SIGKILL at once instead of a graceful stop")
     @line_magic
+    @at_the_edge("%vllm_stop")
     def vllm_stop(self, line=""):
         """Stop the managed vLLM server: SIGTERM to its process group, then SIGKILL what is left."""
         args = _parse(self.vllm_stop, line)
@@ -282,6 +284,7 @@ class ServeMagics(MagicsBase):
               help=f"Keep printing new lines for SECONDS (default {_FOLLOW_DEFAULT_S:.0f}), until "
                    "interrupted or the server exits")
     @line_magic
+    @at_the_edge("%vllm_logs")
     def vllm_logs(self, line=""):
         """Show the server's log (it is a file on disk; the path is printed first)."""
         args = _parse(self.vllm_logs, line)

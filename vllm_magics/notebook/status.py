@@ -7,7 +7,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import line_magic, magics_class
 from vllm_magics.notebook.args import argument, magic_arguments
 
-from vllm_magics.notebook.base import MagicsBase, _parse
+from vllm_magics.notebook.base import MagicsBase, _parse, at_the_edge
 
 
 @magics_class
@@ -25,6 +25,7 @@ class StatusMagics(MagicsBase):
     @argument("-n", "--lines", type=int, default=15, help="Log lines to include (default 15)")
     @argument("--no-widgets", action="store_true", help="With --watch: plain display updates, no ipywidgets")
     @line_magic
+    @at_the_edge("%vllm_status")
     def vllm_status(self, line=""):
         """What the server is doing: process, health, model, GPU, KV cache, requests, tokens/s, tunnel, log."""
         args = _parse(self.vllm_status, line)
