@@ -2,7 +2,7 @@
 # (.rig/venv, git-ignored), which scripts/setup_rig.sh creates and fills, offline but for PyPI.
 PY := .rig/venv/bin/python
 
-.PHONY: demo test bench rig clean-rig
+.PHONY: demo test bench rig clean-rig mutation
 
 rig:
 	scripts/setup_rig.sh
@@ -18,6 +18,12 @@ test: rig
 
 bench: rig
 	$(PY) bench/run_all.py
+
+# Mutation score of the pure modules (bench/mutation.py; report in bench/out/).
+# MUTATION_ARGS: module names (ports metrics ...), --label NAME, --fail-under 85
+mutation: rig
+	$(PY) -m pip install -q -r bench/requirements-mutation.txt
+	$(PY) bench/mutation.py $(MUTATION_ARGS)
 
 clean-rig:
 	rm -rf .rig
