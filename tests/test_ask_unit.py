@@ -2,6 +2,7 @@
 import pytest
 from IPython.core.error import UsageError
 
+from standins.chat_server import ChatStandIn, serving
 from vllm_magics.ask.answer import Answer, AnswerList
 from vllm_magics.ask.client import ChatClient, NoServer, ServerError, error_message, iter_sse
 from vllm_magics.ask.prompt import Conversations, PromptTemplate, TemplateError, build_messages, render_prompt
@@ -240,67 +241,9 @@ def test_the_throttle_counts_from_the_end_of_a_draw(monkeypatch):
 
 
 # -- batches: lazy prompts, input order, Ctrl-C that does not wait for the server -------------------
-class ChatStandIn:
-    """A minimal OpenAI-compatible chat server on a real socket. Replies have the shape of vLLM 0.32's
-    (tests/fixtures/sse holds recorded streams). A prompt containing "slow" is held until `release`;
-    meanwhile the handler watches its socket and counts clients that went away."""
-
-    def __init__(self, log=None):
-        import http.server
-        import threading
-
-        self.log = log if log is not None else []
-        self.release, self.held, self.gone = threading.Event(), [], []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                import json as _json
-
-                body = _json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][-1]["content"]
-                outer.log.append(("request", prompt))
-                if "slow" in prompt:
-                    outer.held.append(prompt)
-                    return outer._hold(self.connection)
-                reply = {"object": "chat.completion", "model": body["model"], "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": f"echo {prompt}"},
-                     "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
-                data = _json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def _hold(self, conn):
-        import select
-        import socket
-
-        while not self.release.wait(0.02):
-            if select.select([conn], [], [], 0)[0] and conn.recv(1, socket.MSG_PEEK) == b"":
-                self.gone.append(conn)  # the client closed: vLLM would abort the request here
-                return
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def chat_server():
-    server = ChatStandIn()
-    yield server
-    server.close()
+    yield from serving(ChatStandIn())
 
 
 def test_batch_sends_while_prompts_are_still_being_made_and_keeps_order(chat_server):
@@ -378,3 +321,115 @@ def test_hidden_reasoning_is_one_status_line_and_not_in_the_card():
     live.finish(live.answer)
     assert "secret" not in str(sink.outputs[0]) and "The answer." in sink.outputs[0]["text/html"]
     assert live.answer.reasoning.startswith("secret thought 0")  # still on the answer itself
+
+
+def test_batch_workers_close_their_clients_when_they_end(chat_server):
+    from vllm_magics.ask.batch import ask_many
+
+    made = []
+
+    def factory():
+        made.append(ChatClient(chat_server.url))
+        return made[-1]
+
+    answers = ask_many(factory, list(range(6)), lambda i: (f"q{i}", build_messages(f"q{i}")), {}, model="m",
+                       concurrency=3, stream=False)
+    assert all(a.ok for a in answers) and 1 <= len(made) <= 3
+    # Session.close() empties each adapter's pools: no keep-alive socket waits for garbage collection.
+    assert [len(a.poolmanager.pools) for c in made for a in dict.fromkeys(c.session.adapters.values())] == \
+        [0] * len(made)
+
+
+def test_a_failing_progress_callback_is_one_answers_error_not_a_dead_worker(chat_server, monkeypatch):
+    import threading
+
+    from vllm_magics.ask.batch import ask_many
+
+    uncaught = []
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+
+    def on_answer(answer):
+        if answer.index == 1:
+            raise RuntimeError("the display broke")
+
+    answers = ask_many(lambda: ChatClient(chat_server.url), list(range(5)),
+                       lambda i: (f"q{i}", build_messages(f"q{i}")), {}, model="m", concurrency=1, stream=False,
+                       on_answer=on_answer)
+    assert len(answers) == 5 and uncaught == []  # the one worker went on to the end
+    assert answers[1].text == "echo q1" and answers[1].error == "after the answer: RuntimeError: the display broke"
+    assert [a.ok for a in answers] == [True, False, True, True, True]
+
+
+def test_the_snapshot_at_ctrl_c_reads_the_growing_text_without_rewriting_it():
+    """str() of a GrowingText joins and replaces its pieces: from the main thread, while the worker
+    appends, a piece could be lost. The snapshot must only read."""
+    from vllm_magics.ask.reasoning import GrowingText, ReasoningSplitter
+    from vllm_magics.ask.workers import snapshot
+
+    class ReadOnly(GrowingText):
+        def __str__(self):
+            raise AssertionError("joined (rewritten) from another thread")
+
+    splitter = ReasoningSplitter()
+    splitter.answer_text, splitter.reasoning_text = ReadOnly(), ReadOnly()
+    for piece in ("Par", "is", "."):
+        splitter.answer_text.append(piece)
+    splitter.reasoning_text.append("Think")
+    answer = Answer(streaming=True, live=splitter)
+    cut = snapshot(answer, now=answer.started_at + 1)
+    assert (cut.text, cut.reasoning, cut.interrupted, cut.streaming, cut.live) == ("Paris.", "Think", True, False, None)
+    assert answer.live is splitter and answer.ended_at is None  # the worker's answer is left alone
+
+
+def test_cutting_a_tls_socket_leaves_it_whole_for_the_thread_reading_it():
+    """ssl.SSLSocket.shutdown() sets `_sslobj` to None (CPython Lib/ssl.py): a worker thread inside
+    recv() on it would then fail oddly. The plain socket's shutdown wakes the reader and keeps it whole."""
+    import socket
+    import ssl
+
+    from vllm_magics.ask.sockets import OpenSockets
+
+    a, b = socket.socketpair()
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).wrap_socket(a, server_hostname="x", do_handshake_on_connect=False)
+    try:
+        sockets = OpenSockets()
+        sockets._add(tls)
+        assert sockets.shutdown_all() == 1
+        assert tls._sslobj is not None
+        assert b.recv(1) == b""  # the other end saw it go
+    finally:
+        tls.close()
+        b.close()
+
+
+def test_a_batch_keeps_its_key_in_no_variable_of_its_own(shell, chat_server, monkeypatch):
+    """With `%xmode Verbose` or a debugger, frame variables are shown: the key must not be one (it goes
+    with the client's headers, copied)."""
+    import sys
+    import threading
+
+    from helpers import wait_until
+
+    key = "sk-batch-secret-5a4b3c2d1e"
+    monkeypatch.setenv("STANDIN_KEY", key)
+    shell.user_ns["items"] = ["slow one"]
+    main, found = threading.get_ident(), []
+
+    def look_while_held():  # the main thread's stack, while its batch waits for the server
+        if wait_until(lambda: chat_server.held, 60, interval=0.02):
+            frame = sys._current_frames()[main]
+            while frame is not None:
+                ours = "vllm_magics" in frame.f_code.co_filename.replace("\\", "/").split("/")
+                for name, value in list(frame.f_locals.items()) if ours else ():
+                    cells = getattr(value, "__closure__", None) or ()
+                    for v in [value, *(c.cell_contents for c in cells if c.cell_contents is not None)]:
+                        if isinstance(v, str) and key in v:
+                            found.append(f"{frame.f_code.co_name}: {name}")
+                frame = frame.f_back
+        chat_server.release.set()
+
+    threading.Thread(target=look_while_held, daemon=True).start()
+    shell.run_cell_magic("ask", f"--each items --no-stream --url {chat_server.url}/v1 --api-key-env STANDIN_KEY "
+                                "--model m", "{{ item }}")
+    assert chat_server.keys == [f"Bearer {key}"]  # the workers' clients send it
+    assert found == []

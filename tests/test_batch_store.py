@@ -14,6 +14,7 @@ from vllm_magics.ask.batch_store import (NOT_ANSWERED, AnswerStore, BatchProgres
                                          is_transient, item_key, read_lines, run_to_store, with_retries)
 from vllm_magics.ask.client import ChatClient, NoServer, ServerError
 from vllm_magics.ask.request import AskError
+from vllm_magics.errors import BadReply, TooSlow
 
 
 def fields(text: str, error: str | None = None) -> dict:
@@ -88,6 +89,27 @@ def test_transient_policy():
     assert is_transient(NoServer("refused")) and is_transient(ConnectionResetError())
     assert is_transient(raised(ServerError("busy", 503))) and not is_transient(raised(ServerError("bad", 400)))
     assert not is_transient(ValueError("x"))
+
+
+def chained(exc, context):
+    """`exc` raised while `context` was being handled (Python keeps it as __context__)."""
+    try:
+        try:
+            raise context
+        except Exception:
+            raise exc
+    except Exception as err:
+        return err
+
+
+def test_a_reply_that_is_not_a_chat_servers_is_never_transient_whatever_it_came_from():
+    import requests
+
+    # The client raises these while handling a transport error (a read timed out, a line without end).
+    assert not is_transient(chained(TooSlow("no complete reply within 600 s"), ConnectionResetError()))
+    assert not is_transient(chained(BadReply("did not answer with a usable HTTP reply"), requests.ConnectionError()))
+    assert not is_transient(raised(chained(TooSlow("no complete reply"), requests.exceptions.ChunkedEncodingError())))
+    assert is_transient(raised(chained(NoServer("refused"), ConnectionRefusedError())))
 
 
 def test_retries_back_off_and_are_counted():
@@ -202,6 +224,43 @@ def test_runner_retries_transient_errors_and_keeps_the_rest(tmp_path, flaky_serv
     assert {p: flaky_server.seen[p] - before[p] for p in prompts} == {p: int(p == "broken") for p in prompts}
 
 
+# A full disk, for real: a child process whose file size limit (RLIMIT_FSIZE, setrlimit(2)) makes the
+# kernel refuse a write past it with EFBIG, as a full disk refuses one with ENOSPC (both OSError).
+FULL_DISK_CHILD = """
+import resource, signal, sys
+from vllm_magics.ask.batch_store import BatchProgress, BatchStoreError, run_to_store
+from vllm_magics.ask.client import ChatClient
+
+url, path = sys.argv[1], sys.argv[2]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel's signal ends the process at the limit
+resource.setrlimit(resource.RLIMIT_FSIZE, (700, 700))  # room for about three answer lines
+messages = [[{"role": "user", "content": f"item {i}"}] for i in range(30)]
+progress = BatchProgress(len(messages))
+try:
+    run_to_store(lambda: ChatClient(url), messages, {}, path, model="stand-in", concurrency=2, progress=progress)
+    print("finished")
+except BatchStoreError as exc:
+    print("stopped:", exc)
+print("in flight:", progress.in_flight, "asked:", progress.done + progress.failed)
+"""
+
+
+def test_a_full_disk_stops_the_batch_and_says_so(tmp_path, flaky_server):
+    import subprocess
+    import sys
+
+    url = f"http://127.0.0.1:{flaky_server.server_address[1]}"
+    path = tmp_path / "b.jsonl"
+    out = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, url, str(path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    stopped, counts = out.stdout.splitlines()
+    assert stopped.startswith(f"stopped: the batch stopped: its answers cannot be written to {path} (File too large)")
+    assert counts.startswith("in flight: 0 ")  # every item taken was counted as finished
+    written = BatchResults(path, 30).answered
+    assert 1 <= written < int(counts.split()[-1]) < 30  # stopped early; what was written is readable
+
+
 # -- the real server: 2,000 items, interrupted and resumed ----------------------------------------
 def successes(server) -> float:
     """Requests vLLM finished (stop or length), from its Prometheus metrics."""
@@ -248,3 +307,23 @@ def test_2000_items_interrupted_and_resumed_lose_nothing_and_repeat_nothing(tmp_
     assert successes(smollm2_server) - before == n  # and the server was asked each item exactly once
     assert len(resumed) == n and all(a.ok for a in resumed)
     assert all(a.text.startswith(f"#{i}:") for i, a in enumerate(resumed))  # in input order
+
+
+# -- vllm run-batch output (ask/export.py): an untrusted file ----------------------------------------
+def test_batch_output_without_n_reads_the_ids_seen_and_sizes_nothing_by_them(tmp_path):
+    from vllm_magics.ask.export import read_batch_output
+
+    def line(cid: str) -> str:  # the shape of `vllm run-batch` output (BatchRequestOutput)
+        body = {"model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": f"for {cid}"},
+                                           "finish_reason": "stop"}]}
+        return json.dumps({"id": "x", "custom_id": cid, "response": {"status_code": 200, "body": body},
+                           "error": None}) + "\n"
+
+    path = tmp_path / "out.jsonl"
+    # "item-²" first: isdigit() says yes, int() says no (before the fix it raised, before allocating).
+    path.write_text(line("item-²") + line("item-2") + line("item-999999999999") + line("item-0")
+                    + line("item-" + "9" * 5000) + line("other-1"), encoding="utf-8")
+    answers = read_batch_output(path)  # one entry per id seen, not 10^12
+    assert [a.text for a in answers] == ["for item-0", "for item-2", "for item-999999999999"]
+    assert [a.index for a in answers] == [0, 1, 2]
+    assert len(read_batch_output(path, n=3)) == 3 and read_batch_output(path, n=3)[1].error  # n: gaps marked

@@ -3,131 +3,18 @@ the result (notebook/views/compare.py). The real servers are in test_compare_rea
 from __future__ import annotations
 
 import _thread
-import http.server
-import json
 import threading
 
 import pytest
 
 from helpers import wait_until
+from standins.chat_server import ATTACK, SseStandIn, serving
 from vllm_magics.ask.compare import CompareInterrupted, Target, compare, compare_each
-
-ATTACK = ('<script>document.body.setAttribute("data-pwned", "script")</script>'
-          '<img src=x onerror="document.body.setAttribute(\'data-pwned\', \'img\')">')
-
-
-class SseStandIn:
-    """An OpenAI-compatible chat server whose behaviour is picked by the model name. Streams have the
-    shape of vLLM 0.32's (tests/fixtures/sse/vllm-0.32.0-cpu-reasoning-stream.txt: `delta.reasoning`
-    then `delta.content`, a last chunk with finish_reason, a usage chunk with no choices, [DONE]);
-    the 404 body is vLLM's for an unknown model (recorded on the rig with curl).
-
-      echo-*   the answer "<model> heard: <last user message>" word by word
-      reason   reasoning, then an answer
-      system   the answer is the system message and the temperature it got
-      hostile  model-written HTML in the reasoning and the answer (ATTACK)
-      long     `repeat` words of answer
-      hold     one word, then waits for `release` (counts clients that went away)
-      missing  404: no such model
-    """
-
-    def __init__(self, repeat: int = 2000):
-        self.release = threading.Event()
-        self.held, self.gone, self.requests = [], [], []
-        self.in_flight = self.max_in_flight = 0
-        self.repeat = repeat
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                models = {"object": "list", "data": [{"id": "echo-a", "object": "model", "root": "echo-a",
-                                                      "parent": None}]}
-                self._send(200, json.dumps(models).encode(), "application/json")
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.requests.append(body)
-                    outer.in_flight += 1
-                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
-                try:
-                    outer.answer(self, body)
-                finally:
-                    with outer.lock:
-                        outer.in_flight -= 1
-
-            def _send(self, status, data, kind):
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def answer(self, handler, body):
-        model, messages = body["model"], body["messages"]
-        if model == "missing":
-            error = {"error": {"message": f"The model `{model}` does not exist.", "type": "NotFoundError",
-                               "param": "model", "code": 404}}
-            return handler._send(404, json.dumps(error).encode(), "application/json")
-        reasoning, text = "", f"{model} heard: {messages[-1]['content']}"
-        if model == "reason":
-            reasoning, text = "Let me think it over.", "Paris."
-        elif model == "system":
-            system = [m["content"] for m in messages if m["role"] == "system"]
-            text = f"system={system} temperature={body.get('temperature')}"
-        elif model == "hostile":
-            reasoning, text = "Thinking " + ATTACK, "Answer " + ATTACK
-        elif model == "long":
-            text = "word " * self.repeat
-        handler.send_response(200)
-        handler.send_header("Content-Type", "text/event-stream")
-        handler.end_headers()
-        pieces = [("reasoning", w + " ") for w in reasoning.split(" ") if reasoning] + \
-            [("content", w + " ") for w in text.split(" ")]
-        for i, (field, piece) in enumerate(pieces):
-            self._event(handler, model, {"choices": [{"index": 0, "delta": {field: piece}, "finish_reason": None}]})
-            if model == "hold" and i == 1:
-                self.held.append(model)
-                return self._hold(handler.connection)
-        self._event(handler, model, {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-        self._event(handler, model, {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": len(pieces)}})
-        handler.wfile.write(b"data: [DONE]\n\n")
-
-    @staticmethod
-    def _event(handler, model, fields):
-        event = {"id": "chatcmpl-0", "object": "chat.completion.chunk", "created": 0, "model": model, **fields}
-        handler.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-        handler.wfile.flush()
-
-    def _hold(self, conn):
-        import select
-        import socket
-
-        while not self.release.wait(0.02):
-            if select.select([conn], [], [], 0)[0] and conn.recv(1, socket.MSG_PEEK) == b"":
-                self.gone.append(conn)  # the client closed: vLLM would abort the request here
-                return
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
 def sse():
-    server = SseStandIn()
-    yield server
-    server.close()
+    yield from serving(SseStandIn())
 
 
 def targets(server, *models, **extra):
@@ -228,6 +115,28 @@ def test_ctrl_c_during_each_keeps_the_rows_started(sse):
 
 
 # -- views ------------------------------------------------------------------------------------------
+def test_compare_closes_each_workers_clients_and_survives_a_failing_on_done(sse, monkeypatch):
+    made, uncaught = [], []
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+
+    class Recorded(Target):
+        def client(self):
+            made.append(super().client())
+            return made[-1]
+
+    def on_done(i, column, answer):
+        if (i, column) == (1, 0):
+            raise RuntimeError("the view broke")
+
+    table = compare_each([Recorded("a", sse.url, model="echo-a"), Recorded("b", sse.url, model="echo-b")],
+                         ["x", "y", "z"], lambda item: (item, [{"role": "user", "content": item}]), {},
+                         concurrency=1, on_done=on_done)
+    assert [[a.text for a in row] for row in table.rows] == [[f"echo-{m} heard: {q} " for m in "ab"] for q in "xyz"]
+    assert table.rows[1][0].error == "after the answer: RuntimeError: the view broke" and uncaught == []
+    assert [len(a.poolmanager.pools) for c in made for a in dict.fromkeys(c.session.adapters.values())] == \
+        [0] * len(made) and len(made) == 2  # one worker, a client per target, each closed at its end
+
+
 def test_the_view_escapes_model_output_and_shows_each_column(sse):
     from vllm_magics.notebook.views.compare import compare_bundle
 

@@ -32,6 +32,31 @@ def test_default_path_is_under_the_cache_folder(tmp_path, monkeypatch):
         assert h.path.exists()
 
 
+def test_the_history_is_readable_by_its_owner_only(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    monkeypatch.setenv("VLLM_MAGICS_HOME", str(tmp_path / "cache" / "vllm_magics"))
+    old = os.umask(0o022)  # the usual umask: without care, folders 0755 and sqlite's files 0644
+    try:
+        with History() as h:
+            h.record(make_answer(), server_url="http://127.0.0.1:8000/v1", thread="geo")
+            files = [h.path, h.path.with_name(h.path.name + "-wal"), h.path.with_name(h.path.name + "-shm")]
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}  # WAL and shm exist while open
+    finally:
+        os.umask(old)
+    assert modes == {"history.sqlite": 0o600, "history.sqlite-wal": 0o600, "history.sqlite-shm": 0o600}
+    for folder in (tmp_path / "cache", tmp_path / "cache" / "vllm_magics"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_a_history_folder_that_is_a_symlink_is_refused(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(HistoryError, match="symbolic link"):
+        History(tmp_path / "link" / "h.sqlite")
+
+
 def test_record_and_bring_back_an_answer(tmp_path):
     with History(tmp_path / "h.sqlite") as h:
         entry_id = h.record(make_answer(), server_url="http://127.0.0.1:8000/v1", thread="geo")

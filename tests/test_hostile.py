@@ -7,6 +7,7 @@ caught by pytest-timeout (the per-test limit below), not by a time assertion.
 """
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 
@@ -36,12 +37,18 @@ ASK_NO_STREAM = {"chat-notjson": "not JSON", "sse-choices": "a choice without a 
 
 
 @pytest.fixture(scope="module")
-def hostile():
-    """The stand-in's port (one process for the module; the mode is in each URL)."""
+def hostile_server():
+    """(process, port) of the stand-in: one process for the module; the mode is in each URL."""
     proc, port = start()
-    yield port
+    yield proc, port
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture
+def hostile(hostile_server):
+    """The stand-in's port."""
+    return hostile_server[1]
 
 
 @pytest.fixture
@@ -155,37 +162,45 @@ def test_a_key_over_plain_http_beyond_this_machine_is_warned_once(hostile, run, 
         assert "Warning:" not in printed, printed
 
 
+ASK = "%%ask --url {url} --model standin"
+
+
+def interrupt_on_next_request(server) -> None:
+    """Ctrl-C (SIGINT to this process) once the stand-in holds a new connection: the magic is then
+    inside its request, past its imports and setup (a fixed delay could land before, on a loaded
+    machine). Seen from the stand-in's side (its process's TCP connections), so it needs no change."""
+    import os
+    import signal
+    import threading
+
+    import psutil
+
+    from helpers import wait_until
+
+    proc, port = server
+    stand_in = psutil.Process(proc.pid)
+
+    def open_requests() -> set:
+        return {c.raddr for c in stand_in.net_connections("tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port}
+
+    before = open_requests()  # a connection an earlier test left open is not this magic's request
+
+    def interrupt():
+        if wait_until(lambda: open_requests() - before, 50, interval=0.02):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+
+
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("mode, options", [("drip-body", ""), ("drip-body", "--no-stream"), ("silent", ""),
-                                           ("silent", "--no-stream")])
-def test_ctrl_c_ends_a_request_to_a_slow_server(mode, options, hostile, run, shell):
+@pytest.mark.parametrize("mode, line", list(itertools.product(("drip-body", "silent"), (ASK, ASK + " --no-stream")))
+                         + [("silent", "%vllm_status --url {url}"), ("silent", "%vllm_status --url {url} --json")])
+def test_ctrl_c_ends_a_magic_waiting_for_a_slow_server_as_one_line(mode, line, hostile_server, run, shell):
     """With the default timeout (600 s) only Ctrl-C ends the wait early: it must, as one line."""
-    import os
-    import signal
-    import threading
-
+    base = url(hostile_server[1], mode)
     # Skip %%ask's /version probe (2 s at most): the Ctrl-C is meant for the chat request itself.
-    shell._vllm_magics._vllm_urls[url(hostile, mode)[:-3]] = False
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        error, printed = run(f"%%ask --url {url(hostile, mode)} --model standin {options}\nHi")
-    finally:
-        timer.cancel()
-    assert_outcome(error, printed, "interrupted")
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("options", ["", "--json"])
-def test_ctrl_c_ends_vllm_status_as_one_line(options, hostile, run):
-    import os
-    import signal
-    import threading
-
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        error, printed = run(f"%vllm_status --url {url(hostile, 'silent')} {options}")
-    finally:
-        timer.cancel()
+    shell._vllm_magics._vllm_urls[base[:-3]] = False
+    interrupt_on_next_request(hostile_server)
+    error, printed = run(line.format(url=base) + ("\nHi" if line.startswith("%%") else ""))
     assert_outcome(error, printed, "interrupted")

@@ -9,16 +9,13 @@ and nothing walks the whole list per answer.
 """
 from __future__ import annotations
 
-import dataclasses
 import threading
-import time
 from typing import Callable, Sequence
 
 from vllm_magics.ask.answer import Answer, AnswerList
 from vllm_magics.ask.client import ChatClient
-from vllm_magics.ask.request import AskError, ask
-from vllm_magics.ask.sockets import OpenSockets
-from vllm_magics.errors import VllmMagicsError
+from vllm_magics.ask.request import ask
+from vllm_magics.ask.workers import Job, run
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -42,75 +39,23 @@ def ask_many(client_factory: Callable[[], ChatClient], items: Sequence, prepare:
     if not items:
         return results
     stop = threading.Event()
-    lock = threading.Lock()
-    in_flight: dict[int, Answer] = {}
-    taken = [0]
-    sockets = OpenSockets()
-    workers = max(1, min(concurrency, len(items)))
-    running = [workers]
-    all_done = threading.Event()
 
-    def take() -> Answer | None:
-        with lock:
-            i = taken[0]
-            if stop.is_set() or i >= len(items):
-                return None
-            taken[0] += 1
-            answer = Answer(index=i)
-            results.append(answer)  # appended in index order: taken under the same lock
-            in_flight[i] = answer
-            return answer
+    def take() -> Job | None:  # under the engine's lock: answers are appended in index order
+        i = len(results)
+        if i >= len(items):
+            return None
+        results.append(Answer(index=i))
+        return Job(results[i])
 
-    def work() -> None:
-        client = None
-        try:
-            while (answer := take()) is not None:
-                try:
-                    answer.prompt, messages = prepare(items[answer.index])
-                    if client is None:
-                        client = client_factory()
-                        sockets.track(client.session)
-                    ask(client, messages, params, model=model, stream=stream, stop_event=stop, answer=answer)
-                except AskError as exc:
-                    answer.error = answer.error or str(exc)
-                except Exception as exc:  # one bad item (its prompt template, say) must not lose the others
-                    answer.error = answer.error or (str(exc) if isinstance(exc, VllmMagicsError)
-                                                    else f"{exc.__class__.__name__}: {exc}")
-                    answer.ended_at = answer.ended_at or time.monotonic()
-                with lock:
-                    if stop.is_set():
-                        return  # interrupted: the list no longer takes this thread's changes
-                    in_flight.pop(answer.index, None)
-                if on_answer:
-                    on_answer(answer)
-        finally:
-            with lock:
-                running[0] -= 1
-                if running[0] == 0:
-                    all_done.set()
+    def do(job: Job, client: Callable) -> None:
+        answer = job.answer
+        answer.prompt, messages = prepare(items[answer.index])
+        ask(client(), messages, params, model=model, stream=stream, stop_event=stop, answer=answer)
 
-    for _ in range(workers):
-        threading.Thread(target=work, name="vllm-magics-ask", daemon=True).start()
-    try:
-        while not all_done.wait(0.2):  # short waits: Ctrl-C reaches this thread between them
-            pass
-    except KeyboardInterrupt:
-        raise BatchInterrupted(_interrupt(stop, lock, in_flight, results, sockets)) from None
-    return results
-
-
-def _interrupt(stop, lock, in_flight, results, sockets) -> AnswerList:
-    """Stop taking items, cut the requests in flight, and keep a snapshot of each unfinished answer
-    (the worker threads wind down on their own; nothing waits for them)."""
-    with lock:
-        stop.set()
-        unfinished = dict(in_flight)
-    now = time.monotonic()
-    for i, answer in unfinished.items():  # snapshots first: cutting the sockets makes the workers write errors
-        splitter = answer.live
-        text = splitter.answer if splitter is not None else answer.text
-        reasoning = splitter.reasoning if splitter is not None else answer.reasoning
-        results[i] = dataclasses.replace(answer, text=text, reasoning=reasoning, interrupted=True, streaming=False,
-                                         live=None, ended_at=answer.ended_at or now)
-    sockets.shutdown_all()
+    snapshots = run(take, do, max(1, min(concurrency, len(items))), lambda job: client_factory(), stop,
+                    on_done=(lambda job: on_answer(job.answer)) if on_answer else None)
+    if snapshots is not None:
+        for _, answer in snapshots:
+            results[answer.index] = answer
+        raise BatchInterrupted(results)
     return results

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from vllm_magics.errors import BatchStoreError  # noqa: F401 (re-exported: defined in errors.py)
+from vllm_magics.errors import BadReply, BatchStoreError
 
 ANSWER_FIELDS = ("text", "reasoning", "finish_reason", "usage", "error", "model", "elapsed")
 NOT_ANSWERED = "not answered: the batch stopped before this item"
@@ -222,31 +222,9 @@ class BatchResults:
             from vllm_magics.ask.schema import answers_to_frame
 
             return answers_to_frame(rows if rows is not None else range(self.n), iter(self), schema)
+        from vllm_magics.ask.export import answers_frame
+
         return answers_frame(iter(self), rows)
-
-
-def answers_frame(answers: Iterable, rows=None):
-    """Answers (in input order) as columns text, reasoning, finish_reason, completion_tokens, error,
-    next to the input rows when given (then prefixed `answer_` if a name clashes)."""
-    import pandas as pd
-
-    cols: dict[str, list] = {"text": [], "reasoning": [], "finish_reason": [], "completion_tokens": [], "error": []}
-    for a in answers:
-        cols["text"].append(a.text)
-        cols["reasoning"].append(a.reasoning)
-        cols["finish_reason"].append(a.finish_reason)
-        cols["completion_tokens"].append(a.completion_tokens)
-        cols["error"].append(a.error)
-    frame = pd.DataFrame(cols)
-    if rows is None:
-        return frame
-    base = rows.reset_index(drop=True) if isinstance(rows, pd.DataFrame) else pd.DataFrame({"input": list(rows)})
-    if len(base) != len(frame):
-        raise ValueError(f"{len(frame)} answers for {len(base)} input rows: they must pair up in order")
-    out = pd.concat([base, frame.add_prefix("answer_" if set(cols) & set(base.columns) else "")], axis=1)
-    if isinstance(rows, pd.DataFrame):
-        out.index = rows.index
-    return out
 
 
 # -- transient errors: retried with back-off ------------------------------------------------------
@@ -255,13 +233,16 @@ TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})  # busy or a proxy in be
 
 def is_transient(exc: BaseException) -> bool:
     """Worth asking again: a refused/reset connection or a busy server. AskError hides the original
-    (`raise ... from None` still keeps it as __context__), so the chain is followed."""
+    (`raise ... from None` still keeps it as __context__), so the chain is followed. Never a reply that is
+    not a chat server's or none in time (BadReply, TooSlow), whatever it was raised from: the same again."""
     import requests
 
     from vllm_magics.ask.client import NoServer
 
     seen = 0
     while exc is not None and seen < 5:
+        if isinstance(exc, BadReply):
+            return False
         status = getattr(exc, "status", None)
         if isinstance(status, int):
             return status in TRANSIENT_STATUS
@@ -351,6 +332,7 @@ def run_to_store(client_factory: Callable, message_lists: Sequence[list[dict]], 
     writing each answer as it finishes. `message_lists` may be a lazy sequence (len + [i]): items are
     taken one window at a time, so memory does not grow with the batch. `stop_event` stops starting
     new items (those in flight finish and are kept); Ctrl-C aborts those in flight too."""
+    from vllm_magics.ask.answer import Answer
     from vllm_magics.ask.request import AskError, ask
 
     n = len(message_lists)
@@ -362,48 +344,65 @@ def run_to_store(client_factory: Callable, message_lists: Sequence[list[dict]], 
     abort = threading.Event()  # Ctrl-C: close the streams in flight (vLLM aborts those requests)
     local = threading.local()
     window = threading.BoundedSemaphore(2 * concurrency)
-    with AnswerStore(path) as store:
-        done = store.done_mask(n, key_of)
-        progress = progress or BatchProgress(n)
-        progress.already_done = sum(done)
+    failures: list[OSError] = []  # a full disk, a file gone: the first stops the batch (said after the pool)
 
-        def work(i: int) -> None:
-            try:
-                if stop.is_set() or abort.is_set():
-                    return  # never started: not written, asked on resume
-                progress.started()
+    def ask_item(i: int):
+        try:
+            local.client = getattr(local, "client", None) or client_factory()
+            messages = message_lists[i]
+            return with_retries(lambda: ask(local.client, messages, params, model=model, stop_event=abort),
+                                attempts=attempts, on_retry=progress.retried, stop_event=abort, sleep=sleep)
+        except AskError as exc:
+            exc.answer.error = exc.answer.error or str(exc)
+            return exc.answer
+        except Exception as exc:  # noqa: BLE001 - one bad item must not lose the others
+            return Answer(error=f"{exc.__class__.__name__}: {exc}")
+
+    try:
+        with AnswerStore(path) as store:
+            done = store.done_mask(n, key_of)
+            progress = progress or BatchProgress(n)
+            progress.already_done = sum(done)
+
+            def work(i: int) -> None:
                 try:
-                    if not hasattr(local, "client"):
-                        local.client = client_factory()
-                    messages = message_lists[i]
-                    answer = with_retries(lambda: ask(local.client, messages, params, model=model, stop_event=abort),
-                                          attempts=attempts, on_retry=progress.retried, stop_event=abort, sleep=sleep)
-                except AskError as exc:
-                    answer = exc.answer
-                    answer.error = answer.error or str(exc)
-                except Exception as exc:  # noqa: BLE001 - one bad item must not lose the others
-                    from vllm_magics.ask.answer import Answer
+                    if stop.is_set() or abort.is_set():
+                        return  # never started: not written, asked on resume
+                    progress.started()
+                    ok, tokens = False, 0
+                    try:
+                        answer = ask_item(i)
+                        if not answer.interrupted:  # an aborted item is not finished: asked again on resume
+                            store.write(i, key_of(i), answer_fields(answer))
+                        ok, tokens = answer.ok, answer.completion_tokens or 0
+                    finally:  # in flight no more, even when its answer could not be written
+                        progress.finished(ok, tokens)
+                except OSError as exc:  # nobody reads the pool's futures: kept, and the batch stops
+                    failures.append(exc)
+                    stop.set()
+                finally:
+                    window.release()
 
-                    answer = Answer(error=f"{exc.__class__.__name__}: {exc}")
-                if not answer.interrupted:  # an aborted item is not finished: asked again on resume
-                    store.write(i, key_of(i), answer_fields(answer))
-                progress.finished(answer.ok, answer.completion_tokens or 0)
-            finally:
-                window.release()
-
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            try:
-                for i in range(n):
-                    if done[i]:
-                        continue
-                    while not window.acquire(timeout=0.2):  # short waits: Ctrl-C gets through
-                        pass
-                    if stop.is_set():
-                        window.release()
-                        break
-                    pool.submit(work, i)
-            except KeyboardInterrupt:
-                stop.set()
-                abort.set()
-                raise
+            with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+                try:
+                    for i in range(n):
+                        if done[i]:
+                            continue
+                        while not window.acquire(timeout=0.2):  # short waits: Ctrl-C gets through
+                            pass
+                        if stop.is_set():
+                            window.release()
+                            break
+                        pool.submit(work, i)
+                except KeyboardInterrupt:
+                    stop.set()
+                    abort.set()
+                    raise
+    except OSError as exc:  # the file cannot be opened, or its last lines not flushed at close
+        failures.append(exc)
+    if failures:
+        first = failures[0]
+        raise BatchStoreError(f"the batch stopped: its answers cannot be written to {path} "
+                              f"({first.strerror or first}); the answers already in the file are kept, and "
+                              "running the batch again asks only the rest") from None
     return BatchResults(path, n)

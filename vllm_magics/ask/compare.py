@@ -15,16 +15,14 @@ items × targets and the first rows finish first.
 """
 from __future__ import annotations
 
-import dataclasses
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from vllm_magics.ask.answer import Answer, AnswerList
 from vllm_magics.ask.client import ChatClient
-from vllm_magics.ask.request import AskError, ask
-from vllm_magics.ask.sockets import OpenSockets
+from vllm_magics.ask.request import ask
+from vllm_magics.ask.workers import Job, describe, run
 from vllm_magics.errors import VllmMagicsError
 
 
@@ -123,91 +121,19 @@ class CompareInterrupted(KeyboardInterrupt):
         self.result = result
 
 
-# -- the shared engine: jobs (an answer, its target, its messages) on a few threads ------------
-@dataclass
-class _Job:
-    answer: Answer
-    target: int
-    messages: list[dict] | None = None
-    error: str | None = None  # the item's prompt could not be made
+def _runner(targets: Sequence[Target], params: dict, stream: bool, stop: threading.Event,
+            on_update: Callable[[int, Answer], None] | None = None) -> tuple[Callable, Callable]:
+    """(do, new_client) for the engine: a job asks its target, in the worker's client for it."""
 
+    def do(job: Job, client: Callable) -> None:
+        if job.error:
+            raise VllmMagicsError(job.error)
+        target = targets[job.target]
+        update = (lambda a, j=job.target: on_update(j, a)) if on_update else None
+        ask(client(), target.messages(job.messages), {**params, **target.params}, model=target.model,
+            stream=stream, on_update=update, stop_event=stop, answer=job.answer)
 
-def _run(targets: Sequence[Target], take: Callable[[], _Job | None], workers: int, params: dict, stream: bool,
-         on_update: Callable[[int, Answer], None] | None, on_done: Callable[[_Job], None] | None,
-         stop: threading.Event, sockets: OpenSockets, on_tick: Callable[[], None] | None = None,
-         tick_every: float = 0.2) -> dict[int, _Job]:
-    """Run jobs from `take()` on `workers` threads until none is left, calling `on_tick()` from this
-    thread every `tick_every` seconds meanwhile; return the jobs in flight if Ctrl-C came (after
-    cutting their requests), else {}."""
-    lock = threading.Lock()
-    in_flight: dict[int, _Job] = {}
-    running = [workers]
-    all_done = threading.Event()
-
-    def work() -> None:
-        clients: dict[int, ChatClient] = {}
-        try:
-            while True:
-                with lock:
-                    job = None if stop.is_set() else take()
-                    if job is None:
-                        return
-                    in_flight[id(job)] = job
-                _do(job, clients)
-                with lock:
-                    if stop.is_set():
-                        return  # interrupted: the result no longer takes this thread's changes
-                    in_flight.pop(id(job), None)
-                if on_done:
-                    on_done(job)
-        finally:
-            with lock:
-                running[0] -= 1
-                if running[0] == 0:
-                    all_done.set()
-
-    def _do(job: _Job, clients: dict) -> None:
-        answer, target = job.answer, targets[job.target]
-        try:
-            if job.error:
-                raise VllmMagicsError(job.error)
-            if job.target not in clients:
-                clients[job.target] = target.client()
-                sockets.track(clients[job.target].session)
-            update = (lambda a, j=job.target: on_update(j, a)) if on_update else None
-            ask(clients[job.target], target.messages(job.messages), {**params, **target.params},
-                model=target.model, stream=stream, on_update=update, stop_event=stop, answer=answer)
-        except AskError as exc:
-            answer.error = answer.error or str(exc)
-        except Exception as exc:  # one bad target or item must not lose the others
-            answer.error = answer.error or (str(exc) if isinstance(exc, VllmMagicsError)
-                                            else f"{exc.__class__.__name__}: {exc}")
-        answer.ended_at = answer.ended_at or time.monotonic()
-
-    for _ in range(workers):
-        threading.Thread(target=work, name="vllm-magics-compare", daemon=True).start()
-    try:
-        while not all_done.wait(tick_every):  # short waits: Ctrl-C reaches this thread between them
-            if on_tick:
-                on_tick()
-    except BaseException as exc:  # Ctrl-C, or a failing on_tick: no request may go on unseen
-        with lock:
-            stop.set()
-            unfinished = dict(in_flight)
-        sockets.shutdown_all()
-        if not isinstance(exc, KeyboardInterrupt):
-            raise
-        return unfinished
-    return {}
-
-
-def _snapshot(answer: Answer, now: float) -> Answer:
-    """An unfinished answer as it stood at Ctrl-C (its thread may still write to the original)."""
-    live = answer.live
-    text = live.answer if live is not None else answer.text
-    reasoning = live.reasoning if live is not None else answer.reasoning
-    return dataclasses.replace(answer, text=text, reasoning=reasoning, interrupted=True, streaming=False,
-                               live=None, ended_at=answer.ended_at or now)
+    return do, lambda job: targets[job.target].client()
 
 
 def compare(targets: Sequence[Target], messages: list[dict], params: dict,
@@ -223,16 +149,16 @@ def compare(targets: Sequence[Target], messages: list[dict], params: dict,
     if not targets:
         raise ValueError("compare needs at least one target")
     result = Comparison([Answer(streaming=stream) for _ in targets], [t.label for t in targets])
-    jobs = [_Job(answer, j, messages) for j, answer in enumerate(result)]
+    jobs = [Job(answer, j, messages) for j, answer in enumerate(result)]
     queue = iter(jobs)
     stop = threading.Event()
-    unfinished = _run(targets, lambda: next(queue, None), len(jobs), params, stream, on_update,
-                      (lambda job: on_done(job.target, job.answer)) if on_done else None, stop, OpenSockets(),
-                      on_tick, tick_every)
-    if unfinished or stop.is_set():
-        now = time.monotonic()
-        for job in unfinished.values():
-            result[job.target] = _snapshot(job.answer, now)
+    do, new_client = _runner(targets, params, stream, stop, on_update)
+    snapshots = run(lambda: next(queue, None), do, len(jobs), new_client, stop,
+                    on_done=(lambda job: on_done(job.target, job.answer)) if on_done else None,
+                    on_tick=on_tick, tick_every=tick_every, name="vllm-magics-compare")
+    if snapshots is not None:
+        for job, answer in snapshots:
+            result[job.target] = answer
         raise CompareInterrupted(result)
     return result
 
@@ -252,7 +178,7 @@ def compare_each(targets: Sequence[Target], items: Sequence, prepare: Callable, 
     position = [0]  # the next (item, target) pair, row-major
     current: list = [None, None]  # the row being handed out and its (prompt, messages) or error
 
-    def take() -> _Job | None:  # called under the engine's lock: rows are appended in order
+    def take() -> Job | None:  # called under the engine's lock: rows are appended in order
         i, j = divmod(position[0], width)
         if i >= len(items):
             return None
@@ -269,20 +195,18 @@ def compare_each(targets: Sequence[Target], items: Sequence, prepare: Callable, 
         answer = Answer(index=i, streaming=stream)
         table.rows[i][j] = answer
         if isinstance(prepared, Exception):
-            error = str(prepared) if isinstance(prepared, VllmMagicsError) else \
-                f"{prepared.__class__.__name__}: {prepared}"
-            return _Job(answer, j, None, error)
+            return Job(answer, j, None, describe(prepared))
         answer.prompt = prepared[0]
-        return _Job(answer, j, prepared[1])
+        return Job(answer, j, prepared[1])
 
     stop = threading.Event()
     workers = max(1, min(concurrency, len(items) * width))
-    unfinished = _run(targets, take, workers, params, stream, None,
-                      (lambda job: on_done(job.answer.index, job.target, job.answer)) if on_done else None,
-                      stop, OpenSockets(), on_tick)
-    if unfinished or stop.is_set():
-        now = time.monotonic()
-        for job in unfinished.values():
-            table.rows[job.answer.index][job.target] = _snapshot(job.answer, now)
+    do, new_client = _runner(targets, params, stream, stop)
+    snapshots = run(take, do, workers, new_client, stop,
+                    on_done=(lambda job: on_done(job.answer.index, job.target, job.answer)) if on_done else None,
+                    on_tick=on_tick, name="vllm-magics-compare")
+    if snapshots is not None:
+        for job, answer in snapshots:
+            table.rows[answer.index][job.target] = answer
         raise CompareInterrupted(table)
     return table

@@ -85,7 +85,8 @@ def answer_from_output(record: dict, index: int | None = None) -> Answer:
 def read_batch_output(path: str | Path, n: int | None = None, ids: Sequence[str] | None = None,
                       prefix: str = "item-") -> AnswerList:
     """The runner's output as Answers in input order. Give `n` (ids are `<prefix>0..n-1`) or the
-    `ids` in input order; without either, the order of the ids' numbers."""
+    `ids` in input order; without either, the ids in the file, in the order of their numbers (a
+    missing item then goes unnoticed: give `n` to have it marked)."""
     records: dict[str, dict] = {}
     with open(path, "rb") as f:
         for raw in f:
@@ -95,10 +96,10 @@ def read_batch_output(path: str | Path, n: int | None = None, ids: Sequence[str]
                 continue
             if isinstance(record, dict) and isinstance(record.get("custom_id"), str):
                 records[record["custom_id"]] = record
-    if ids is None:
-        if n is None:
-            numbers = [int(k[len(prefix):]) for k in records if k.startswith(prefix) and k[len(prefix):].isdigit()]
-            n = max(numbers) + 1 if numbers else 0
+    if ids is None and n is None:  # the ids seen: a number from the (untrusted) file sizes nothing
+        numbered = {k: _number(k, prefix) for k in records}
+        ids = sorted((k for k, number in numbered.items() if number is not None), key=numbered.__getitem__)
+    elif ids is None:
         ids = [custom_id(i, prefix) for i in range(n)]
     out = AnswerList()
     for i, cid in enumerate(ids):
@@ -111,12 +112,19 @@ def read_batch_output(path: str | Path, n: int | None = None, ids: Sequence[str]
     return out
 
 
+def _number(cid: str, prefix: str) -> int | None:
+    """The item number in `<prefix><number>`, or None (not ours, or more digits than any batch has:
+    int() of thousands of digits is refused, and slow, on some Pythons)."""
+    digits = cid[len(prefix):]
+    if not cid.startswith(prefix) or not digits.isdecimal() or len(digits) > 18:
+        return None
+    return int(digits)
+
+
 def batch_output_frame(path: str | Path, rows=None, schema=None, ids: Sequence[str] | None = None,
                        prefix: str = "item-"):
     """A DataFrame of the runner's output in input order: with `schema`, the input rows joined to its
     fields (failed rows marked in `_error`); without, the answer columns next to the input rows."""
-    from vllm_magics.ask.batch_store import answers_frame
-
     n = len(rows) if rows is not None and ids is None else None
     answers = read_batch_output(path, n=n, ids=ids, prefix=prefix)
     if schema is not None:
@@ -124,3 +132,27 @@ def batch_output_frame(path: str | Path, rows=None, schema=None, ids: Sequence[s
 
         return answers_to_frame(rows if rows is not None else range(len(answers)), answers, schema)
     return answers_frame(answers, rows)
+
+
+def answers_frame(answers: Iterable, rows=None):
+    """Answers (in input order) as columns text, reasoning, finish_reason, completion_tokens, error,
+    next to the input rows when given (then prefixed `answer_` if a name clashes)."""
+    import pandas as pd
+
+    cols: dict[str, list] = {"text": [], "reasoning": [], "finish_reason": [], "completion_tokens": [], "error": []}
+    for a in answers:
+        cols["text"].append(a.text)
+        cols["reasoning"].append(a.reasoning)
+        cols["finish_reason"].append(a.finish_reason)
+        cols["completion_tokens"].append(a.completion_tokens)
+        cols["error"].append(a.error)
+    frame = pd.DataFrame(cols)
+    if rows is None:
+        return frame
+    base = rows.reset_index(drop=True) if isinstance(rows, pd.DataFrame) else pd.DataFrame({"input": list(rows)})
+    if len(base) != len(frame):
+        raise ValueError(f"{len(frame)} answers for {len(base)} input rows: they must pair up in order")
+    out = pd.concat([base, frame.add_prefix("answer_" if set(cols) & set(base.columns) else "")], axis=1)
+    if isinstance(rows, pd.DataFrame):
+        out.index = rows.index
+    return out

@@ -18,6 +18,7 @@ scan stays cheap and, unlike FTS5 tokens, finds any substring with the same mean
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -26,6 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from vllm_magics.errors import HistoryError
+from vllm_magics.files import private_dir
 
 SCHEMA_VERSION = 1
 REDACTED = "[redacted]"
@@ -86,7 +88,10 @@ class History:
         self._lock = threading.Lock()
         self._since_prune = 0
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Prompts and answers are private: the folder 0700, the file made 0600 before sqlite opens it
+            # (sqlite would make it 0644 under the usual umask; its -wal and -shm take the file's mode).
+            private_dir(self.path.parent)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             # isolation_level=None: no implicit transactions; each write is its own BEGIN IMMEDIATE.
             self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
             self._setup()

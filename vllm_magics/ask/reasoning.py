@@ -33,22 +33,27 @@ class GrowingText:
 
     def append(self, piece: str) -> None:
         if piece:
-            self._pieces.append(piece)
+            # `_ends` first: a reader in another thread (a Ctrl-C snapshot) that sees a piece also
+            # sees where it ends; it reads only pieces that have an end.
             self._len += len(piece)
             self._ends.append(self._len)
+            self._pieces.append(piece)
             self.visible = self.visible or not piece.isspace()
 
     def __len__(self) -> int:
         return self._len
 
     def since(self, offset: int) -> str:
-        """The text from character `offset` on."""
-        i = bisect_right(self._ends, offset)
-        if i == len(self._pieces):
+        """The text from character `offset` on. Safe to call from another thread while pieces arrive:
+        it reads the pieces present when it started (both lists taken once, cut to the same length)."""
+        pieces, ends = self._pieces, self._ends
+        n = min(len(pieces), len(ends))
+        i = bisect_right(ends, offset, 0, n)
+        if i >= n:
             return ""
-        first = self._pieces[i]
-        head = first[offset - (self._ends[i] - len(first)):]
-        return head + "".join(self._pieces[i + 1:]) if i + 1 < len(self._pieces) else head
+        first = pieces[i]
+        head = first[offset - (ends[i] - len(first)):]
+        return head + "".join(pieces[i + 1:n]) if i + 1 < n else head
 
     def __str__(self) -> str:
         if len(self._pieces) > 1:

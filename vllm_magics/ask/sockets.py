@@ -50,9 +50,9 @@ class OpenSockets:
             sockets = list(self._sockets)
         n = 0
         for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
+            try:  # the plain socket's shutdown: ssl.SSLSocket's own clears its state (`_sslobj`) under
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the worker thread reading from it
                 n += 1
-            except OSError:  # already closed
+            except (OSError, TypeError, ValueError):  # already closed
                 pass
         return n

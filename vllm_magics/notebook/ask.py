@@ -202,12 +202,10 @@ class AskMagics(MagicsBase):
         concurrency = args.concurrency or self.concurrency
         if concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
-        base, key, timeout = client.base_url, client.session.headers.get("Authorization"), client.timeout
 
-        def factory():
-            c = ChatClient(base, None, timeout=timeout)
-            if key:
-                c.session.headers["Authorization"] = key
+        def factory():  # the headers copied, key and all: the key is never a variable of its own here
+            c = ChatClient(client.base_url, None, timeout=client.timeout)
+            c.session.headers.update(client.session.headers)
             return c
 
         try:
