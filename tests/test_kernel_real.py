@@ -127,7 +127,6 @@ def test_ask_streams_in_place_and_an_interrupt_aborts_the_request(kernel, smollm
 
     # Interrupt mid-answer (the stop button sends SIGINT to the kernel).
     import threading
-    import time
 
     def interrupt_once_it_has_written_a_bit():
         # The stop button, pressed once the answer is under way (on progress, not on a clock).
@@ -136,10 +135,9 @@ def test_ask_streams_in_place_and_an_interrupt_aborts_the_request(kernel, smollm
         km.interrupt_kernel()
 
     threading.Thread(target=interrupt_once_it_has_written_a_bit, daemon=True).start()
-    t0 = time.monotonic()
+    # No hang: run()'s own limit (execute_interactive's timeout) and the pytest timeout end one; no clock here.
     reply, messages = run(kc, f"%%ask {opts} --temperature 0.7 --max-tokens 1500\nWrite a very long story about a "
                               "dragon who learns to cook.", ok=False)
-    assert time.monotonic() - t0 < 90  # no hang (the limit is generous: a loaded machine is slow)
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "UsageError"
     assert "partial answer stays above" in reply["content"]["evalue"]
     final = [m for m in messages if m["msg_type"] in ("display_data", "update_display_data")][-1]["content"]["data"]

@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from vllm_magics.redact import SecretRedactor, mask_secret
+from vllm_magics.redact import Secret, SecretRedactor, mask_secret
 
 ALPHABET = string.ascii_letters + string.digits
 
@@ -28,6 +28,8 @@ def test_a_mask_shows_at_most_seven_characters(length):
     assert shown(secret, masked) <= 7
     if length < 12:
         assert masked == "••••••"  # a short key: nothing of it, not even its length
+    elif length < 24:
+        assert masked == "••••••" + secret[-2:] and shown(secret, masked) <= 2  # 7 of 12 would be most of it
     else:
         assert masked == f"{secret[:3]}…{secret[-4:]}"
 
@@ -54,6 +56,27 @@ def test_redact_takes_anything_printable():
     assert r.redact(12345) == "12345"
     assert r.redact(ValueError("bad hunter2-secret")) == f"bad {mask_secret('hunter2-secret')}"
     assert r.redact("nothing to hide") == "nothing to hide"
+
+
+def test_escaped_forms_of_a_secret_are_redacted_too():
+    # pyngrok's DEBUG lines print request bodies as JSON and values as reprs: a password with a quote,
+    # a backslash or a non-ASCII letter is written escaped there, and the raw form would not match.
+    import json
+
+    password = 'pa"ss\\wo\'rd-é-0123456789'
+    r = SecretRedactor()
+    r.add(password)
+    masked = mask_secret(password)
+    for form in (password, json.dumps(password)[1:-1], repr(password)[1:-1]):
+        assert form in f"body {json.dumps({'auth': password})} {password!r} {password}"
+        assert r.redact(f"x {form} y") == f"x {masked} y"
+    line = f"body {json.dumps({'auth': password})} repr {password!r}"
+    assert r.redact(line) == f'body {{"auth": "{masked}"}} repr \'{masked}\''
+    # Twice escaped: a JSON text inside a repr or inside JSON (pyngrok's "Creating tunnel with options"
+    # and "Response 201" lines with a traffic policy in them).
+    policy = json.dumps({"credentials": [f"user:{password}"]})
+    for line in (repr({"traffic_policy": policy}), json.dumps({"traffic_policy": policy})):
+        assert "0123456789" in line and "0123456789" not in r.redact(line), line
 
 
 def test_too_short_or_empty_secrets_are_not_redacted():
@@ -118,3 +141,28 @@ def test_filter_keeps_clean_records_as_they_are_and_lets_everything_through():
     malformed = logging.LogRecord("x", logging.INFO, __file__, 1, "%s and %s", ("one",), None)
     assert r.filter(malformed) is True  # the logging module reports its own formatting errors
     assert (malformed.msg, malformed.args) == ("%s and %s", ("one",))
+
+
+def test_the_longest_secret_goes_first_whatever_its_letters():
+    # "secret-BBBB" sorts after "AAAA-…" but lies inside it: masking it first would leave the rest visible
+    r = SecretRedactor()
+    long_key, inner = "AAAA-secret-BBBB-1234", "secret-BBBB"
+    r.add(inner)
+    r.add(long_key)
+    assert r.redact(f"x {long_key} y") == f"x {mask_secret(long_key)} y"
+
+
+def test_a_secret_object_never_shows_its_value():
+    import pickle
+
+    value = "ngrok-token-0123456789abcdef"
+    s = Secret(value)
+    assert s.reveal() == value
+    assert repr(s) == str(s) == f"Secret({mask_secret(value)!r})" and value not in f"{s} {s!r}"
+    assert bool(s) is True and bool(Secret("")) is False
+    with pytest.raises(TypeError) as refused:
+        pickle.dumps(s)
+    assert str(refused.value) == "a Secret is not pickled"  # and the message does not carry the value
+    r = SecretRedactor()
+    r.add(s)  # a Secret is redacted like its value
+    assert r.redact(f"token {value}") == f"token {mask_secret(value)}"

@@ -7,7 +7,7 @@ from helpers import FIXTURES
 from vllm_magics.server import gpu
 from vllm_magics.notebook.views.status_card import StatusCard, sparkline_svg, sparkline_text
 from vllm_magics.status.metrics import Histogram, generation_rate, parse_metrics
-from test_hostile import assert_outcome, hostile, run  # noqa: F401 (fixtures)
+from test_hostile import assert_outcome, hostile, hostile_server, run  # noqa: F401 (fixtures)
 
 METRICS = FIXTURES / "metrics"
 METRIC_KEYS = {"requests_running", "requests_waiting", "kv_cache_usage", "prompt_tokens_total",

@@ -185,6 +185,18 @@ def test_the_old_auth_option_is_refused_basic_auth_is_a_traffic_policy(make_mana
         m.open(upstream.port, api_key=API_KEY, basic_auth=("student", "short"))
 
 
+def test_a_basic_auth_password_with_quotes_is_in_no_log_record_however_escaped(make_manager, upstream,
+                                                                                  log_records):
+    # pyngrok's DEBUG lines show the traffic policy escaped: a repr of its JSON ("Creating tunnel with
+    # options", "Making POST request") and JSON of its JSON (the agent's "Response 201").
+    password = 'pa"ss\\word-0123456789'
+    m = make_manager()
+    m.open(upstream.port, api_key=API_KEY, authtoken=TOKEN, basic_auth=("student", password))
+    said = [r.getMessage() for r in log_records]
+    assert any("basic-auth" in line for line in said)  # the lines that carried it are there
+    assert not [line for line in said if "word-0123456789" in line]
+
+
 def test_browser_warning_page_and_the_skip_header(make_manager, upstream):
     m = make_manager()
     t = m.open(upstream.port, api_key=API_KEY, authtoken=TOKEN)

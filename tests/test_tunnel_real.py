@@ -15,19 +15,14 @@ from vllm_magics.notebook.views.tunnel_card import KEY_SCOPE_NOTE
 
 pytestmark = pytest.mark.server
 
-STANDIN = Path(__file__).parent / "standins" / "fake_ngrok.py"
 TOKEN = "2Zq8TestAuthTokenForScanXy_4f9d0c2b7e1a6d3c5b8a9f0e1d2c3b4a5"
 
 
 @pytest.fixture
 def ngrok_env(tmp_path, monkeypatch):
-    from tunnel_standin import _reset_pyngrok
+    from tunnel_standin import _reset_pyngrok, install_standin
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    ngrok = bin_dir / "ngrok"
-    ngrok.write_text(f"#!{sys.executable}\n" + STANDIN.read_text().split("\n", 1)[1])
-    ngrok.chmod(0o755)
+    ngrok = install_standin(tmp_path / "bin")
     monkeypatch.setenv("NGROK_AUTHTOKEN", TOKEN)
     monkeypatch.setenv("FAKE_NGROK_RECORD", str(tmp_path / "agent-record"))
     monkeypatch.setitem(sys.modules, "google.colab", None)

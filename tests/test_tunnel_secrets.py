@@ -12,7 +12,7 @@ import sys
 import pytest
 from IPython.core.error import UsageError
 
-from tunnel_standin import STANDIN, _reset_pyngrok
+from tunnel_standin import _reset_pyngrok, install_standin
 
 TOKEN = "2Zq8TestAuthTokenForScanXy_4f9d0c2b7e1a6d3c5b8a9f0e1d2c3b4a5"
 
@@ -65,11 +65,7 @@ class Printed:
 
 @pytest.fixture
 def verbose_shell(shell, tmp_path, monkeypatch, capfd):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    ngrok = bin_dir / "ngrok"
-    ngrok.write_text(f"#!{sys.executable}\n" + STANDIN.read_text().split("\n", 1)[1])
-    ngrok.chmod(0o755)
+    ngrok = install_standin(tmp_path / "bin")
     monkeypatch.setenv("NGROK_AUTHTOKEN", TOKEN)
     monkeypatch.setenv("FAKE_NGROK_RECORD", str(tmp_path / "agent-record"))
     monkeypatch.setitem(sys.modules, "google.colab", None)

@@ -59,16 +59,20 @@ def record(tmp_path, monkeypatch) -> Path:
     return d
 
 
-@pytest.fixture
-def ngrok_bin(tmp_path, record) -> Path:
-    """The stand-in, installed as an executable `ngrok` whose #! line names this interpreter."""
-    d = tmp_path / "bin"
-    d.mkdir()
-    path = d / "ngrok"
+def install_standin(folder: Path) -> Path:
+    """The stand-in, installed as an executable `ngrok` in `folder` (created) whose #! line names this
+    interpreter (pyngrok runs the binary by its path, as it runs the real agent)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "ngrok"
     body = STANDIN.read_text().split("\n", 1)[1]
     path.write_text(f"#!{sys.executable}\n{body}")
     path.chmod(0o755)
     return path
+
+
+@pytest.fixture
+def ngrok_bin(tmp_path, record) -> Path:
+    return install_standin(tmp_path / "bin")
 
 
 @pytest.fixture

@@ -2,16 +2,32 @@
 and log records (the ngrok agent echoes its token in some errors)."""
 from __future__ import annotations
 
+import json
 import logging
 
 
 def mask_secret(secret: str | None) -> str:
-    """Enough to recognise a key, never enough to use it."""
+    """Enough to recognise a key, never enough to use it: a long key (24+ characters, such as our own
+    and ngrok's) shows its first 3 and last 4; a shorter one at most its last 2 (7 of 12 would be most of it)."""
     if not secret:
         return "(none)"
     if len(secret) < 12:
         return "•" * 6
+    if len(secret) < 24:
+        return "•" * 6 + secret[-2:]
     return f"{secret[:3]}…{secret[-4:]}"
+
+
+def written_forms(secret: str) -> set[str]:
+    """`secret` as a log line may show it: raw, and escaped once or twice as a JSON string or a Python
+    repr. A password with a quote or a backslash is otherwise missed: pyngrok's DEBUG lines print the
+    request options as a dict's repr holding a JSON text (repr of JSON), and the agent's reply as JSON
+    holding a JSON text (JSON of JSON)."""
+    escapes = (lambda s: json.dumps(s)[1:-1], lambda s: repr(s)[1:-1])
+    forms = {secret}
+    for _ in range(2):
+        forms |= {escape(f) for f in forms for escape in escapes}
+    return forms
 
 
 class SecretRedactor(logging.Filter):
@@ -19,7 +35,7 @@ class SecretRedactor(logging.Filter):
 
     def __init__(self):
         super().__init__()
-        self._secrets: set[str] = set()
+        self._secrets: dict[str, str] = {}  # a form the secret is written in -> the mask shown instead
         self._installed: list[logging.Logger] = []
 
     def add(self, secret) -> None:
@@ -27,13 +43,15 @@ class SecretRedactor(logging.Filter):
         if isinstance(secret, Secret):
             secret = secret.reveal()
         if secret and len(secret) >= 4:
-            self._secrets.add(secret)
+            masked = mask_secret(secret)
+            for form in written_forms(secret):
+                self._secrets[form] = masked
 
     def redact(self, text) -> str:
         text = "" if text is None else str(text)
-        for s in sorted(self._secrets, key=len, reverse=True):
-            if s in text:
-                text = text.replace(s, mask_secret(s))
+        for form in sorted(self._secrets, key=len, reverse=True):
+            if form in text:
+                text = text.replace(form, self._secrets[form])
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -131,8 +131,10 @@ class ServeMagics(MagicsBase):
         timeout = args.timeout or self.startup_timeout
         server = VllmServer(plan, self._runtime_dir(), detach=args.detach,
                             shutdown_wait=self.shutdown_wait_time, max_log_bytes=self.max_log_bytes)
-        ready, progress_display = self._start_and_wait(server, timeout, notes)
-        self.server = server
+        # Managed from the start: a server still starting at the timeout keeps running, and the message's
+        # %vllm_logs / %vllm_stop must reach it. _start_and_wait gives `previous` back when it stops it.
+        previous, self.server = self.server, server
+        ready, progress_display = self._start_and_wait(server, timeout, notes, previous)
         headline = "vLLM is ready" + (" (detached: it outlives this kernel)" if args.detach else "")
         card = self._card(server, headline, ready.seconds, notes)
         if progress_display is not None:
@@ -184,9 +186,10 @@ class ServeMagics(MagicsBase):
         notes.append(f"Port {port} is taken by {who}; using port {new_port} instead.")
         return new_port, None
 
-    def _start_and_wait(self, server, timeout, notes):
+    def _start_and_wait(self, server, timeout, notes, previous=None):
         """Start and show live progress (the manager lowers our own --max-model-len default once if vLLM
-        says it does not fit: shown as a note); failures become one-line UsageErrors with the next step."""
+        says it does not fit: shown as a note); failures become one-line UsageErrors with the next step.
+        `self.server` is `server` throughout; back to `previous` when the server is not left running."""
         from vllm_magics.errors import ServerStartError, ServerTimeout, VllmMagicsError, VllmNotInstalled
         from vllm_magics.notebook.views.cards import StartupView
 
@@ -229,6 +232,9 @@ class ServeMagics(MagicsBase):
         except BaseException as exc:
             if handle is not None:
                 handle.update(view)  # the last state stays visible above the failure report
+            if not isinstance(exc, ServerTimeout):  # a timeout leaves it running (and managed)
+                if isinstance(exc, (KeyboardInterrupt, ServerStartError)) or not server.is_alive():
+                    self.server = previous
             if isinstance(exc, KeyboardInterrupt):
                 server.stop()
                 raise UsageError("interrupted: the server was stopped before it was ready "

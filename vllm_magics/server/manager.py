@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -304,7 +305,7 @@ class VllmServer:
             return None
         server.started_at = m.get("started_at")
         server.ready_at = m.get("ready_at")
-        server.tmp_dir = Path(m["tmp_dir"]) if isinstance(m.get("tmp_dir"), str) else None
+        server.tmp_dir = our_tmp_dir(m.get("tmp_dir"))
         server.owner_pid, server.owner_start = m.get("owner_pid"), m.get("owner_start")
         return server
 
@@ -319,3 +320,21 @@ class VllmServer:
         self.adopted = True
         self.owner_pid, self.owner_start = _this_process()
         self._save_manifest()
+
+
+def our_tmp_dir(value) -> Path | None:
+    """The server's temp folder as server.json names it, if it is one start() could have made: stop()
+    deletes it, and the file is untrusted (anyone who can write it could otherwise name any folder).
+    Directly in the temp folder, named vllm-magics-*, a real folder (not a symlink) owned by this user."""
+    if not isinstance(value, str):
+        return None
+    path = Path(value)
+    if path.parent != Path(tempfile.gettempdir()) or not path.name.startswith("vllm-magics-"):
+        return None
+    try:
+        st = os.lstat(path)
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        return None
+    return path

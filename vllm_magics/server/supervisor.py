@@ -37,6 +37,28 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WATCHDOG_GRACE_S = 10.0
 
 
+class StateFile:
+    """The state file, saved from the main thread and from the watchdog thread (its log notes can report
+    a failed write): one lock, so the two never write the same temporary file at once, and a copy
+    dumped, since json.dump iterates the dict while the other thread could be changing it."""
+
+    def __init__(self, path: Path, state: dict):
+        self.path, self._state = path, dict(state)
+        self._lock = threading.Lock()
+
+    def save(self, defaults: dict | None = None, **changes) -> None:
+        """Set `changes` (and `defaults` where not set yet), then write the file."""
+        with self._lock:
+            for k, v in (defaults or {}).items():
+                self._state.setdefault(k, v)
+            self._state.update(changes)
+            snapshot = dict(self._state)
+            try:
+                write_json_private(self.path, snapshot)
+            except OSError:
+                pass  # a full disk: the next save may succeed; the manager also watches the pids
+
+
 class BoundedLog:
     """The log file, kept under `max_bytes` by rotation. A failed write (a full disk, a file size limit)
     drops that output instead of stopping the supervisor: the pipe must keep being drained, or vLLM
@@ -110,18 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     pgid = os.getpgrp()
     stopping = threading.Event()
-    state = {"supervisor_pid": os.getpid(), "pgid": pgid, "cmd0": cmd[0] if cmd else None,
-             "started_at": time.time(), "pid": None, "exit_code": None}
-
-    def save() -> None:
-        try:
-            write_json_private(args.state, state)
-        except OSError:
-            pass  # a full disk: the next save may succeed; the manager also watches the pids
+    state = StateFile(args.state, {"supervisor_pid": os.getpid(), "pgid": pgid, "cmd0": cmd[0] if cmd else None,
+                                   "started_at": time.time(), "pid": None, "exit_code": None})
 
     def on_first_drop(exc: OSError) -> None:
-        state["log_write_error"] = f"{exc.__class__.__name__}: {exc.strerror or exc}"
-        save()
+        state.save(log_write_error=f"{exc.__class__.__name__}: {exc.strerror or exc}")
 
     # Past a file size limit (RLIMIT_FSIZE) a write raises EFBIG instead of this signal killing us.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -141,11 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                                  preexec_fn=_die_with_parent(os.getpid()))
     except (OSError, subprocess.SubprocessError) as exc:
         log.note(f"could not start {cmd[0] if cmd else '(nothing)'}: {exc}")
-        state.update(exit_code=127, ended_at=time.time(), error=str(exc))
-        save()
+        state.save(exit_code=127, ended_at=time.time(), error=str(exc))
         return 127
-    state.update(pid=child.pid, pid_start=start_ticks(child.pid))
-    save()
+    state.save(pid=child.pid, pid_start=start_ticks(child.pid))
 
     if args.watch_parent:
         watched = args.watch_parent
@@ -162,11 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=watchdog, daemon=True).start()
 
     def record_exit(code: int, log_complete: bool = False) -> None:
-        state.setdefault("ended_at", time.time())  # the moment it exited, not when the log was done
-        state.update(exit_code=code, stopped_by_request=stopping.is_set(), log_complete=log_complete)
-        if log.dropped:
-            state["log_dropped_bytes"] = log.dropped
-        save()
+        dropped = {"log_dropped_bytes": log.dropped} if log.dropped else {}
+        state.save({"ended_at": time.time()},  # the moment it exited, not when the log was done
+                   exit_code=code, stopped_by_request=stopping.is_set(), log_complete=log_complete, **dropped)
 
     fd = child.stdout.fileno()
     os.set_blocking(fd, False)

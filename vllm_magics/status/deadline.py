@@ -8,6 +8,7 @@ thread watches every open guard (no thread per request; it sleeps while there is
 """
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -15,6 +16,19 @@ import time
 _guards: set = set()
 _lock = threading.Condition()
 _thread: threading.Thread | None = None
+
+
+def _after_fork_in_child() -> None:
+    # A fork while the watcher held the lock would leave it held for good in the child (its first guard
+    # would hang); the watcher thread and the guards of the parent's requests do not exist there.
+    global _lock, _thread
+    _lock = threading.Condition()
+    _thread = None
+    _guards.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class ReadGuard:
@@ -37,6 +51,8 @@ class ReadGuard:
         self.mark = time.monotonic()
 
     def close(self) -> None:
+        """After this returns the guard never fires (the watcher fires under the same lock): the socket
+        may be back in a keep-alive pool, serving another request."""
         with _lock:
             _guards.discard(self)
 
@@ -72,14 +88,14 @@ def _register(guard: ReadGuard) -> None:
 
 def _watch() -> None:
     while True:
-        with _lock:
+        lock = _lock
+        with lock:
             now = time.monotonic()
             due = [g for g in _guards if now - g.mark >= g.limit]
             _guards.difference_update(due)
+            for g in due:  # under the lock, so that no close() slips in between choosing and firing
+                g._fire()  # a shutdown(2): it does not block
             if not due:
                 ends = [g.mark + g.limit for g in _guards]
                 # progress() only moves an end later: waking early and looking again is harmless
-                _lock.wait(max(min(ends) - now, 0.01) if ends else None)
-                continue
-        for g in due:
-            g._fire()
+                lock.wait(max(min(ends) - now, 0.01) if ends else None)

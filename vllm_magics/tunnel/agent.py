@@ -16,8 +16,10 @@ exception (ngrok's ERR_NGROK_105 echoes the whole token, so pyngrok's exceptions
 """
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import sys
 import re
 import subprocess
 import threading
@@ -76,6 +78,24 @@ def _private_folder(folder: Path) -> None:
     mode = os.stat(folder).st_mode
     if existed and mode & 0o022:
         raise PermissionError(f"other users may write to the folder {folder} (mode {oct(mode & 0o7777)})")
+
+
+def _forget_parent_agents() -> None:
+    """In a forked child: pyngrok registers `atexit.register(_terminate_process, proc)` for each agent it
+    starts, and atexit handlers carry over os.fork, so a child that exits normally would terminate the
+    parent's agent. (Its own later agents register afresh.)"""
+    process = sys.modules.get("pyngrok.process")
+    if process is not None:
+        atexit.unregister(process._terminate_process)
+
+
+_fork_hook = []  # [True] once registered: os.register_at_fork cannot unregister, so once per process
+
+
+def _install_fork_hook() -> None:
+    if not _fork_hook and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_forget_parent_agents)
+        _fork_hook.append(True)
 
 
 class AgentStart:
@@ -238,6 +258,7 @@ class PyngrokAgent:
             pass
 
     def begin_start(self) -> AgentStart:
+        _install_fork_hook()  # before pyngrok registers its atexit handler for this agent
         return AgentStart(self)
 
     # -- endpoints ------------------------------------------------------------------------------------

@@ -133,6 +133,7 @@ class TunnelManager:
         self._lock = threading.RLock()
         self._watchdog: subprocess.Popen | None = None
         self._atexit_registered = False
+        self._owner_pid: int | None = None  # the process that started the agent: the only one to stop it
         self.token_source: str | None = None
         self._token_masked: str | None = None
 
@@ -194,6 +195,7 @@ class TunnelManager:
             if failure is not None:
                 raise failure
             self._start_agent()
+            self._owner_pid = os.getpid()
             if not self._atexit_registered:
                 atexit.register(self.stop)
                 self._atexit_registered = True
@@ -275,7 +277,10 @@ class TunnelManager:
 
     def stop(self) -> None:
         """Close this manager's tunnels and stop the agent it started (an agent it found running is left
-        alone). Safe to call twice; runs at exit."""
+        alone). Safe to call twice; runs at exit. A no-op in a forked child: atexit handlers carry over
+        os.fork, and a child that exits must leave its parent's agent be (the lock may be held there too)."""
+        if self._owner_pid is not None and os.getpid() != self._owner_pid:
+            return
         with self._lock:
             if self.is_running():
                 self.close_all()
