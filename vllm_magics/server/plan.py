@@ -4,6 +4,7 @@ Pure functions (no processes started) so `--dry-run`, the tests and the docs see
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import secrets
@@ -12,6 +13,8 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 
+from vllm_magics.doctor.gpu_defaults import gpu_settings
+from vllm_magics.doctor.passthrough import SECRET_ENV, read_passthrough
 from vllm_magics.redact import mask_secret
 from vllm_magics.server.gpu import GpuInfo
 
@@ -20,9 +23,9 @@ from vllm_magics.server.gpu import GpuInfo
 GPU_DEFAULT_MAX_MODEL_LEN = 16384
 CPU_KVCACHE_SPACE_GIB = "1"
 
-# Flags the magic owns; given after `--` they would fight with its own.
-OWNED_FLAGS = {"--host": "--host", "--port": "--port"}
-SECRET_FLAGS = ("--api-key",)
+# Environment variables that hold secrets: shown masked, never whole.
+SECRET_ENV_NAMES = tuple(SECRET_ENV.values())
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,13 @@ class ServePlan:
     host: str
     port: int
     argv: list[str]
-    env: dict[str, str]  # what the server gets on top of os.environ (never printed whole: may hold the key)
-    api_key: str | None
+    # What the server gets on top of os.environ; it may hold VLLM_API_KEY and HF_TOKEN, so the repr (shown
+    # when a notebook displays the plan) leaves it and the key out.
+    env: dict[str, str] = field(repr=False)
+    api_key: str | None = field(repr=False)
     defaults: list[ChosenDefault] = field(default_factory=list)
     default_max_model_len: int | None = None  # set when --max-model-len is our default (may be lowered)
+    notes: list[str] = field(default_factory=list)  # warnings for the card (a key crossing plain http...)
 
     @property
     def base_url(self) -> str:
@@ -52,10 +58,12 @@ class ServePlan:
 
     def command_line(self) -> str:
         """The command as a shell line; the key travels in the environment, never on the command line."""
-        shown_env = [f"{k}={v}" for k, v in self.env.items() if k != "VLLM_API_KEY"]
-        if self.api_key:
-            shown_env.append(f"VLLM_API_KEY={mask_secret(self.api_key)}")
+        shown_env = [f"{k}={mask_secret(v) if k in SECRET_ENV_NAMES else v}" for k, v in self.env.items()]
         return " ".join(shown_env + [shlex.quote(a) for a in self.argv])
+
+    def record_env(self) -> dict[str, str]:
+        """The environment to write into server.json: the HF token stays out (adoption never needs it)."""
+        return {k: v for k, v in self.env.items() if k != "HF_TOKEN"}
 
     def with_max_model_len(self, value: int) -> "ServePlan":
         """The same plan with our --max-model-len default lowered to `value` (what vLLM said fits)."""
@@ -64,13 +72,14 @@ class ServePlan:
         old, argv[i + 1] = argv[i + 1], str(value)
         defaults = [ChosenDefault(f"--max-model-len {value}", f"{old} did not fit; {value} is what vLLM said fits")
                     if d.setting.startswith("--max-model-len") else d for d in self.defaults]
-        return ServePlan(self.model, self.host, self.port, argv, dict(self.env), self.api_key, defaults, None)
+        return dataclasses.replace(self, argv=argv, env=dict(self.env), defaults=defaults,
+                                   default_max_model_len=None, notes=list(self.notes))
 
     def with_port(self, port: int) -> "ServePlan":
         argv = list(self.argv)
         argv[argv.index("--port") + 1] = str(port)
-        return ServePlan(self.model, self.host, port, argv, dict(self.env), self.api_key,
-                         list(self.defaults), self.default_max_model_len)
+        return dataclasses.replace(self, port=port, argv=argv, env=dict(self.env), defaults=list(self.defaults),
+                                   notes=list(self.notes))
 
 
 def resolve_vllm_command(command: list[str] | None) -> list[str]:
@@ -99,21 +108,33 @@ def _flag_given(args: list[str], flag: str) -> bool:
     return False
 
 
-def _take_flag(args: list[str], flag: str) -> tuple[list[str], str | None]:
-    """Remove `flag VALUE` / `flag=VALUE` from args; returns (rest, value)."""
-    rest, value, i = [], None, 0
-    while i < len(args):
-        a = args[i]
-        if a == flag and i + 1 < len(args):
-            value = args[i + 1]
-            i += 2
-            continue
-        if a.startswith(flag + "="):
-            value = a.split("=", 1)[1]
-        else:
-            rest.append(a)
-        i += 1
-    return rest, value
+def check_port(port) -> int:
+    """A TCP port number, or ValueError in plain words (0 would mean "any port" to the OS, not 8000)."""
+    try:
+        value = int(port)
+    except (TypeError, ValueError):
+        raise ValueError(f"--port {port!r}: a port is a number from 1 to 65535") from None
+    if not 1 <= value <= 65535:
+        raise ValueError(f"--port {port}: a port is a number from 1 to 65535 (a taken port moves on to the "
+                         "next free one by itself)")
+    return value
+
+
+def _respelled(typed: str, new: str) -> ChosenDefault:
+    name = new[5:] if new.startswith("--no-") else new[2:]
+    return ChosenDefault(new, f"you wrote `{typed}`: vLLM's on/off flags are --{name} / --no-{name} now "
+                         "(it refuses `true`/`false` after them)")
+
+
+def _exposure_notes(host: str, port: int, api_key: str | None) -> list[str]:
+    if host in _LOCAL_HOSTS or host.startswith("127."):
+        return []
+    if api_key:
+        return [f"--host {host}: other machines can reach this server, and its API key would cross the network "
+                "in plain http:// that anyone on the way can read; keep --host 127.0.0.1 and share it with "
+                "%ngrok_up (https) instead."]
+    return [f"--host {host} without an API key: anyone who can reach this machine on port {port} can use "
+            "this server (and its GPU)."]
 
 
 def plan_serve(
@@ -129,8 +150,11 @@ def plan_serve(
     gpus: list[GpuInfo] | None = None,
     vllm_command: list[str] | None = None,
     environ: dict[str, str] | None = None,
+    vllm_version: str | None = None,
 ) -> ServePlan:
     """Build the command. `api_key`: None generates one, False serves without a key, a string is used.
+    `vllm_version`: the vLLM that will run (default: the one installed beside this Python), for the
+    settings that differ between versions and to refuse at once a flag that version does not have.
 
     `gpus` is what nvidia-smi reported ([] = no GPU: CPU settings).
     """
@@ -138,12 +162,15 @@ def plan_serve(
         raise ValueError("which model? e.g. %vllm_serve Qwen/Qwen2.5-0.5B-Instruct")
     environ = os.environ if environ is None else environ
     gpus = gpus or []
-    extra = list(extra_args or [])
-    for flag in OWNED_FLAGS:
-        if _flag_given(extra, flag):
-            raise ValueError(f"pass {flag} to %vllm_serve itself, not after `--` (it needs to know it)")
-    # A key given after `--` would be visible to every user in `ps`; move it into the environment.
-    extra, key_in_extra = _take_flag(extra, "--api-key")
+    port = check_port(port)
+    # Owned flags refused, secrets moved off argv (`ps` shows argv to every user), old `--flag false` updated.
+    if vllm_version is None:
+        from vllm_magics.doctor.platform import installed_version
+
+        vllm_version = installed_version("vllm")
+    passthrough = read_passthrough(list(extra_args or []), vllm_version)
+    extra = passthrough.args
+    key_in_extra = passthrough.secrets.get("VLLM_API_KEY")
     if key_in_extra and api_key in (None, True):
         api_key = key_in_extra
     if api_key is None or api_key is True:
@@ -155,7 +182,10 @@ def plan_serve(
     # Log lines arrive as they happen (live progress), and without colour codes: the log is a file,
     # and Jupyter kernels set FORCE_COLOR for their children.
     env: dict[str, str] = {"PYTHONUNBUFFERED": "1", "VLLM_LOGGING_COLOR": "0"}
-    defaults: list[ChosenDefault] = []
+    if "HF_TOKEN" in passthrough.secrets:
+        env["HF_TOKEN"] = passthrough.secrets["HF_TOKEN"]
+    defaults = [_respelled(typed, new) for typed, new in passthrough.rewrites]
+    notes: list[str] = []
     default_len = None
 
     def given(flag: str) -> bool:
@@ -175,6 +205,11 @@ def plan_serve(
             cc = ".".join(map(str, gpu.compute_capability or ()))
             defaults.append(ChosenDefault("--dtype half", f"{gpu.name} has compute capability {cc}; "
                                           "bfloat16 needs 8.0 or newer"))
+        tuned = gpu_settings(gpu, vllm_version, extra, given, environ, gpu_memory_utilization)
+        extra = tuned.extra
+        argv += tuned.argv
+        defaults += [ChosenDefault(setting, reason) for setting, reason in tuned.defaults]
+        notes += tuned.notes
         if max_model_len in (None, "") and not given("--max-model-len"):
             default_len = GPU_DEFAULT_MAX_MODEL_LEN
             argv += ["--max-model-len", str(default_len)]
@@ -200,7 +235,8 @@ def plan_serve(
         # vLLM reads VLLM_API_KEY: unlike --api-key it shows neither in `ps` nor in its
         # "non-default args" log line.
         env["VLLM_API_KEY"] = api_key
-    return ServePlan(model, host, int(port), argv, env, api_key, defaults, default_len)
+    return ServePlan(model, host, port, argv, env, api_key, defaults, default_len,
+                     notes + _exposure_notes(host, port, api_key))
 
 
 _SUGGESTED_LEN = [
