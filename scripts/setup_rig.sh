@@ -42,8 +42,6 @@ if [ ! -e "$stamp" ]; then
 fi
 
 "$py" "$here/scripts/build_models.py" --out "$rig/models"
-# A tiny LoRA adapter for SmolLM2 (tests serve it beside its base). peft belongs in setup.cfg's `rig`
-# extra; until it is there, install it here (it needs nothing the rig lacks, torch stays as it is).
-"$py" -c "import peft" 2>/dev/null || "${uv[@]}" "${find_links[@]}" peft
+# A tiny LoRA adapter for SmolLM2 (tests serve it beside its base).
 "$py" "$here/scripts/build_lora.py" --base "$rig/models/smollm2-135m-instruct" --out "$rig/models/smollm2-lora-pineapple"
 log "ready: $py"

@@ -179,9 +179,11 @@ def interrupt_on_next_request(server) -> None:
 
     proc, port = server
     stand_in = psutil.Process(proc.pid)
+    # psutil 6 renamed connections() to net_connections(); Colab has psutil 5.9.5.
+    connections = getattr(stand_in, "net_connections", None) or stand_in.connections
 
     def open_requests() -> set:
-        return {c.raddr for c in stand_in.net_connections("tcp")
+        return {c.raddr for c in connections("tcp")
                 if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port}
 
     before = open_requests()  # a connection an earlier test left open is not this magic's request

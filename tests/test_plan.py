@@ -3,7 +3,8 @@ import pytest
 from helpers import FIXTURES
 from vllm_magics.server import gpu
 from vllm_magics.redact import mask_secret
-from vllm_magics.server.plan import plan_serve, suggested_max_model_len
+from vllm_magics.server.plan import plan_serve
+from vllm_magics.server.vllm_log import suggested_max_model_len
 
 T4 = gpu.parse_query_csv((FIXTURES / "nvidia-smi/t4-15gb/query-csv.txt").read_text())
 H100 = gpu.parse_query_csv((FIXTURES / "nvidia-smi/h100-80gb/query-csv.txt").read_text())
@@ -85,13 +86,11 @@ def test_owned_flags_after_double_dash_are_refused(flag):
         plan_serve("m", gpus=[], extra_args=[flag, "9"])
 
 
-def test_with_max_model_len_and_port_copy_the_plan():
+def test_with_max_model_len_copies_the_plan():
     plan = plan_serve(SEED_MODEL, gpus=T4)
     lower = plan.with_max_model_len(9000)
     assert lower.argv[lower.argv.index("--max-model-len") + 1] == "9000" and lower.default_max_model_len is None
     assert plan.argv[plan.argv.index("--max-model-len") + 1] == "16384"
-    moved = plan.with_port(8001)
-    assert moved.port == 8001 and moved.base_url == "http://127.0.0.1:8001" and "8001" in moved.argv
 
 
 def test_suggested_max_model_len_reads_vllms_own_numbers():
@@ -139,7 +138,7 @@ def test_the_plans_repr_never_shows_the_key_or_token():
 def test_a_key_over_plain_http_to_other_machines_and_an_open_server_are_warned():
     assert plan_serve("m", gpus=[]).notes == []
     keyed = plan_serve("m", gpus=[], host="0.0.0.0")
-    assert len(keyed.notes) == 1 and "plain http://" in keyed.notes[0] and "%ngrok_up" in keyed.notes[0]
+    assert len(keyed.notes) == 1 and "plain http://" in keyed.notes[0] and "a tunnel (https)" in keyed.notes[0]
     open_ = plan_serve("m", gpus=[], host="0.0.0.0", api_key=False)
     assert "without an API key" in open_.notes[0] and "port 8000" in open_.notes[0]
     assert plan_serve("m", gpus=[], host="127.0.0.2", api_key=False).notes == []
@@ -154,7 +153,7 @@ def test_plan_refuses_ports_outside_1_to_65535(port):
 
 def test_copies_keep_the_notes():
     plan = plan_serve(SEED_MODEL, gpus=T4, host="0.0.0.0")
-    assert plan.with_port(8001).notes == plan.notes and plan.with_max_model_len(9000).notes == plan.notes
+    assert plan.with_max_model_len(9000).notes == plan.notes
 
 
 T4_BUSY = gpu.parse_query_csv((FIXTURES / "nvidia-smi/t4-15gb/query-csv-busy.txt").read_text())

@@ -121,6 +121,7 @@ class ServeMagics(MagicsBase):
                 gpus=gpu_mod.query_gpus(), vllm_command=list(self.vllm_command))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        notes += plan.notes  # warnings about exposure, the GPU already in use, respelled flags
         if args.dry_run:
             from vllm_magics.notebook.views.cards import StartupView
 
@@ -248,7 +249,10 @@ class ServeMagics(MagicsBase):
                 first = exc.diagnoses[0].summary if exc.diagnoses else "see the log lines above"
                 raise UsageError(f"{exc} — {first}") from None
             if isinstance(exc, VllmNotInstalled):
-                raise UsageError(f"{exc}, then run %vllm_serve again") from None
+                from vllm_magics.doctor.checks import doctor_text
+
+                print(doctor_text(model=server.plan.model), flush=True)  # what to install, for this machine
+                raise UsageError(f"{exc}; %vllm_install picks the build that fits, then run %vllm_serve again") from None
             if isinstance(exc, (VllmMagicsError, PermissionError)):  # PermissionError: an unsafe runtime folder
                 raise UsageError(str(exc)) from None
             raise

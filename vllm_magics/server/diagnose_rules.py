@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from vllm_magics.doctor.flag_errors import REJECTED_FLAG_RULE
+
 EVIDENCE_MAX = 300
 
 
@@ -193,6 +195,7 @@ def _fix_model_not_found(g: dict, log: str) -> str:
 # ---------------------------------------------------------------- the table, most specific first
 
 RULES: tuple[Rule, ...] = (
+    Rule(**REJECTED_FLAG_RULE),  # vLLM's argparse refused the command line (exit 2, one line)
     Rule(
         key="vllm_not_installed",
         patterns=(

@@ -144,7 +144,7 @@ class VllmServer:
         # Lets a later kernel adopt this server (it needs the key to talk to it): owner-only file.
         write_json_private(self.dir / "server.json", {
             "model": self.plan.model, "host": self.plan.host, "port": self.plan.port,
-            "argv": self.plan.argv, "env": self.plan.env, "api_key": self.plan.api_key,
+            "argv": self.plan.argv, "env": self.plan.record_env(), "api_key": self.plan.api_key,
             "supervisor_pid": self.proc.supervisor_pid, "supervisor_start": self.proc.supervisor_start,
             "owner_pid": self.owner_pid, "owner_start": self.owner_start,
             "started_at": self.started_at, "ready_at": self.ready_at, "detach": self.detach,

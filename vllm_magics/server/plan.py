@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -75,12 +74,6 @@ class ServePlan:
         return dataclasses.replace(self, argv=argv, env=dict(self.env), defaults=defaults,
                                    default_max_model_len=None, notes=list(self.notes))
 
-    def with_port(self, port: int) -> "ServePlan":
-        argv = list(self.argv)
-        argv[argv.index("--port") + 1] = str(port)
-        return dataclasses.replace(self, port=port, argv=argv, env=dict(self.env), defaults=list(self.defaults),
-                                   notes=list(self.notes))
-
 
 def resolve_vllm_command(command: list[str] | None) -> list[str]:
     """["vllm"] as given, unless `vllm` is not on PATH but sits beside this Python: a kernel run from
@@ -132,7 +125,7 @@ def _exposure_notes(host: str, port: int, api_key: str | None) -> list[str]:
     if api_key:
         return [f"--host {host}: other machines can reach this server, and its API key would cross the network "
                 "in plain http:// that anyone on the way can read; keep --host 127.0.0.1 and share it with "
-                "%ngrok_up (https) instead."]
+                "a tunnel (https) instead."]
     return [f"--host {host} without an API key: anyone who can reach this machine on port {port} can use "
             "this server (and its GPU)."]
 
@@ -159,7 +152,7 @@ def plan_serve(
     `gpus` is what nvidia-smi reported ([] = no GPU: CPU settings).
     """
     if not model or model.startswith("-"):
-        raise ValueError("which model? e.g. %vllm_serve Qwen/Qwen2.5-0.5B-Instruct")
+        raise ValueError("which model? e.g. Qwen/Qwen2.5-0.5B-Instruct")
     environ = os.environ if environ is None else environ
     gpus = gpus or []
     port = check_port(port)
@@ -238,20 +231,6 @@ def plan_serve(
     return ServePlan(model, host, port, argv, env, api_key, defaults, default_len,
                      notes + _exposure_notes(host, port, api_key))
 
-
-_SUGGESTED_LEN = [
-    re.compile(r"estimated maximum model length is (\d+)"),
-    re.compile(r"greater than the derived max_model_len \(\w+=(\d+)"),
-]
-
-
-def suggested_max_model_len(log_text: str) -> int | None:
-    """The max_model_len vLLM says would fit, from a failed start's log."""
-    for pattern in _SUGGESTED_LEN:
-        found = pattern.findall(log_text)
-        if found:
-            return int(found[-1])
-    return None
 
 
 def served_model_name(plan: ServePlan) -> str:
