@@ -6,6 +6,8 @@ missing: a silent skip would let CI pass without testing the server.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from helpers import SMOLLM2, TINY_R1, VLLM_BIN
@@ -16,6 +18,22 @@ SERVER_ENV = {
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
 }
+
+
+# Every API key vllm_magics generates looks like this (server/plan.py new_api_key): "vm-" and 32 URL-safe
+# characters. No test output may hold one, whichever test printed it: a secret scan over the whole run.
+GENERATED_KEY = re.compile(r"vm-[A-Za-z0-9_-]{32}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    texts = [content for _, content in report.sections] + [str(report.longrepr or "")]
+    leaked = sorted({m for text in texts for m in GENERATED_KEY.findall(text)})
+    if leaked and not report.failed:
+        report.outcome = "failed"
+        report.longrepr = (f"{len(leaked)} generated API key(s) appeared in this test's output "
+                           f"({', '.join(k[:5] + '…' for k in leaked)}): no output may show a key")
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +63,9 @@ def shell():
 
     ip = InteractiveShell.instance()
     ip.config.pop("VllmMagics", None)  # %config of an earlier test lives in the shared shell's config
+    # Tracebacks as `%xmode Verbose` prints them (with every frame's local variables): if any magic let a
+    # raw one through, the secret scan above would see a key held in a local.
+    ip.InteractiveTB.set_mode(mode="Verbose")
     ip.run_line_magic("load_ext", "vllm_magics")
     ip.run_line_magic("config", f"VllmMagics.vllm_command = [{str(VLLM_BIN)!r}]")
     yield ip
@@ -53,6 +74,7 @@ def shell():
         magics.server.stop(now=True)
     ip.run_line_magic("unload_ext", "vllm_magics")
     ip.config.pop("VllmMagics", None)
+    ip.InteractiveTB.set_mode(mode="Context")
 
 
 @pytest.fixture
