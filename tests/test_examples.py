@@ -36,7 +36,7 @@ def test_there_are_examples():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_notebook_is_valid_and_every_magic_line_parses(path, shell):
-    from vllm_magics.notebook.magics import _parse, _split_passthrough
+    from vllm_magics.notebook.base import _parse, _split_passthrough
 
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)

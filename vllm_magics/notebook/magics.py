@@ -10,7 +10,6 @@ import atexit
 from IPython.core.magic import magics_class
 
 from vllm_magics.notebook.ask import AskMagics
-from vllm_magics.notebook.base import _parse, _split_passthrough  # noqa: F401 (used by tests and examples)
 from vllm_magics.notebook.doctor import DoctorMagics
 from vllm_magics.notebook.serve import ServeMagics
 from vllm_magics.notebook.status import StatusMagics
