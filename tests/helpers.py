@@ -18,8 +18,8 @@ VLLM_BIN = pathlib.Path(sys.executable).parent / "vllm"
 
 def vllm_processes() -> list[str]:
     """Lines of `ps` for any vLLM process on the machine (API server, engine core, workers)."""
-    out = subprocess.run(["ps", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout
-    return [ln for ln in out.splitlines()[1:] if ("vllm serve" in ln or "VLLM::" in ln) and "ps -eo" not in ln]
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout
+    return [ln for ln in out.splitlines()[1:] if ("vllm serve" in ln or "VLLM::" in ln) and "ps -ww" not in ln]
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1):

@@ -68,7 +68,7 @@ def test_progress_is_live_and_sigkill_of_the_kernel_leaves_no_vllm_process(kerne
 
 def supervisors_started_by(pid: int) -> list[int]:
     """The process groups (supervisors) a kernel started: its children running our supervisor."""
-    out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
     return [int(ln.split()[0]) for ln in out.splitlines()[1:]
             if int(ln.split()[1]) == pid and "vllm_magics.server.supervisor" in ln]
 
