@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from vllm_magics.files import private_dir, write_json_private
+from vllm_magics.files import open_private, private_dir, write_json_private
 from vllm_magics.redact import mask_secret
 from vllm_magics.server.gpu import GpuInfo
 from vllm_magics.server.manager import VllmServer
@@ -181,7 +181,32 @@ def test_a_started_servers_state_files_are_private(tmp_path):
         assert mode(server.dir / "state.json") == 0o600  # the supervisor's record (pid, exit code)
         assert mode(tmp_path / "vm-home") == 0o700 and mode(server.dir) == 0o700
         assert mode(server.dir / "server.json") == 0o600
+        assert mode(server.dir / "server.log") == 0o600  # a key printed by a plugin would land there
         assert plan.api_key in (server.dir / "server.json").read_text()  # what makes it a secret
     finally:
         server.stop(now=True)
     assert mode(server.dir / "server.json") == 0o600
+
+
+def test_a_planted_symlink_is_never_written_through(tmp_path):
+    """A link where a private file or write_json_private's temporary file will be must not send the
+    key to the link's target."""
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    folder = private_dir(tmp_path / "home")
+    (folder / f"server.json.{os.getpid()}.tmp").symlink_to(target)
+    write_json_private(folder / "server.json", {"api_key": KEY})
+    assert target.read_text() == "" and KEY in (folder / "server.json").read_text()
+    (folder / "server.log").symlink_to(target)
+    with pytest.raises(OSError):
+        open_private(folder / "server.log", append=True)
+    assert target.read_text() == ""
+
+
+def test_an_existing_log_is_made_private_and_kept(tmp_path):
+    log = tmp_path / "server.log"
+    log.write_text("earlier run\n")
+    os.chmod(log, 0o644)
+    with os.fdopen(open_private(log, append=True), "a") as f:
+        f.write("this run\n")
+    assert mode(log) == 0o600 and log.read_text() == "earlier run\nthis run\n"

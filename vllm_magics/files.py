@@ -58,11 +58,29 @@ def _check_own_folder(path: Path) -> None:
                               "files only in a folder of yours (choose another path)")
 
 
+def open_private(path: Path, append: bool = False) -> int:
+    """A descriptor on a file only its owner may read (mode 0600 from its creation on, whatever the umask
+    lets open() give), refusing a symlink planted in its place: logs and state may hold what a key
+    leaked into. An existing file keeps its content with `append`, and is made 0600 either way."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def write_json_private(path: Path, data: dict) -> None:
     """Atomically write JSON readable only by the owner (it may hold an API key)."""
     path = Path(path)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.unlink(tmp)  # left by a crashed writer of the same pid, or planted: never written through
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1)
     os.replace(tmp, path)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vllm_magics.files import read_json
+from vllm_magics.files import open_private, read_json
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -237,7 +237,7 @@ def launch_supervised(
     if cleanup is not None:
         sup += ["--cleanup", str(cleanup)]
     # The supervisor's own early failures (before it opens the log) land in the same file.
-    with open(log_path, "ab") as early:
+    with os.fdopen(open_private(log_path, append=True), "ab") as early:
         popen = subprocess.Popen(
             sup + ["--"] + list(argv),
             stdin=subprocess.DEVNULL,

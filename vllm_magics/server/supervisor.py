@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from vllm_magics.files import write_json_private
+from vllm_magics.files import open_private, write_json_private
 from vllm_magics.server.process import start_ticks, terminate_group
 from vllm_magics.server.vllm_log import rotated_path
 
@@ -73,7 +73,7 @@ class BoundedLog:
         self._guard(self._open)
 
     def _open(self) -> None:
-        self.f = open(self.path, "ab", buffering=0)
+        self.f = os.fdopen(open_private(self.path, append=True), "ab", buffering=0)
 
     def _guard(self, action) -> bool:
         try:
