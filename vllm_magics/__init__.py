@@ -29,10 +29,13 @@ def _magics():
     return running_instance()
 
 
-def current_server():
-    """The server the extension manages in this IPython session (a `VllmServer`), or None."""
+def current_server(name=None):
+    """The server the extension manages in this IPython session (a `VllmServer`), or None; with `name`,
+    the server started by `%vllm_serve MODEL --name NAME` (None when there is no such server)."""
     magics = _magics()
-    return magics.server if magics is not None else None
+    if magics is None:
+        return None
+    return magics.server if name is None else magics.servers.get(name)
 
 
 def current_tunnel():
@@ -42,13 +45,17 @@ def current_tunnel():
     return tunnels[0] if tunnels else None
 
 
-def client(**kwargs):
-    """An `openai.OpenAI` client for the managed server (base URL and API key filled in).
+def client(name=None, **kwargs):
+    """An `openai.OpenAI` client for a managed server (base URL and API key filled in): the first one, or
+    the one started by `%vllm_serve MODEL --name NAME`.
 
     Needs the `openai` package (pip install openai); extra keyword arguments go to `openai.OpenAI`.
     """
-    server = current_server()
+    server = current_server(name)
     if server is None:
+        magics = _magics()
+        if name is not None and magics is not None and magics.servers:
+            raise KeyError(f"no server named {name!r}; this session's servers: {', '.join(magics.servers)}")
         raise RuntimeError("no managed server: start one with %vllm_serve MODEL first")
     try:
         import openai

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class
 from traitlets import Unicode
+
+DEFAULT_NAME = "default"  # the name of a server started without --name
+_SERVER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,31}$")
 
 
 def _tokens(line: str) -> list[str]:
@@ -75,18 +79,77 @@ class MagicsBase(Magics):
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
         # The session's state, shared by every group of magics (VllmMagics joins them in one instance).
-        self.server = None  # vllm_magics.server.manager.VllmServer
+        # The managed servers by name (%vllm_serve --name), the default one first: see `server`.
+        self.servers: dict = {}  # name -> vllm_magics.server.manager.VllmServer
         self.tunnels = None  # vllm_magics.tunnel.manager.TunnelManager, made by %ngrok_up
         self._conversations = None  # vllm_magics.ask Conversations, made on first %%ask
         self._vllm_urls: dict[str, bool] = {}  # base URL -> is it a vLLM server
         self._last_metrics: dict = {}  # base URL -> MetricsSnapshot (tokens/s needs two samples)
+
+    # -- the managed servers ---------------------------------------------------------------
+    @property
+    def server(self):
+        """The default server: the first in `servers` (the one a magic without a name means), or None."""
+        return next(iter(self.servers.values()), None)
+
+    @server.setter
+    def server(self, value) -> None:
+        first = next(iter(self.servers), None)
+        if value is None:
+            self.servers.pop(first, None)
+        else:
+            self.servers[first or DEFAULT_NAME] = value
+
+    def _default_name(self) -> str:
+        return next(iter(self.servers), DEFAULT_NAME)
+
+    def _check_name(self, name: str) -> str:
+        if not _SERVER_NAME.match(name or ""):
+            raise UsageError(f"--name {name!r}: a server name is a simple identifier (letters, digits, '_' or '-', "
+                             "starting with a letter; at most 32), e.g. --name r1")
+        return name
+
+    def _server_named(self, name: str):
+        """The server called `name`, or a UsageError that lists the servers there are."""
+        if name in self.servers:
+            return self.servers[name]
+        known = ", ".join(self.servers) if self.servers else "none yet (%vllm_serve MODEL --name NAME starts one)"
+        raise UsageError(f"no server named {name!r}; this kernel's servers: {known}")
+
+    def _resolve_model(self, name: str):
+        """(server, the model field to send) for `--model NAME`: NAME is a server's name, its served model
+        name (or model argument) or one of its LoRA adapters. (None, NAME) when no managed server has it."""
+        from vllm_magics.server.plan import adapter_names, served_model_name
+
+        if name in self.servers:
+            server = self.servers[name]
+            return server, served_model_name(server.plan)
+        hits = []
+        for server_name, server in self.servers.items():
+            served = served_model_name(server.plan)
+            if name in (served, server.plan.model):
+                hits.append((server_name, server, served))
+            elif name in adapter_names(server.plan):
+                hits.append((server_name, server, name))
+        if len(hits) > 1:  # a stopped server does not compete with a running one
+            hits = [h for h in hits if h[1].is_alive()] or hits
+        if len(hits) > 1:
+            raise UsageError(f"--model {name} is served by {len(hits)} servers ({', '.join(h[0] for h in hits)}): "
+                             f"give the server's name instead, e.g. --model {hits[0][0]}")
+        return (hits[0][1], hits[0][2]) if hits else (None, name)
+
+    def _running_servers(self) -> dict:
+        return {name: s for name, s in self.servers.items() if s.is_alive()}
 
     # -- helpers -----------------------------------------------------------------------------
     def _target(self, args):
         """(base URL, API key, managed server or None) for a magic that talks to a server: `--url` (or
         %config url) with the key read from `--api-key-env`, else the managed server. The managed
         server's own URL keeps its key and its process information. A URL without a scheme is taken as
-        http://; a key sent over plain http:// beyond this machine gets a one-line warning."""
+        http://; a key sent over plain http:// beyond this machine gets a one-line warning.
+
+        With several managed servers, `--model NAME` picks the server that has NAME (a server name, served
+        model or LoRA adapter) and `args.model` becomes the name that server knows the model by."""
         import ipaddress
         import sys
         from urllib.parse import urlsplit
@@ -105,6 +168,11 @@ class MagicsBase(Magics):
                 root = server_root(url)
             except BadURL as exc:
                 raise UsageError(f"--url: {exc} (e.g. http://127.0.0.1:8000/v1)") from None
+            server = next((s for s in self.servers.values() if s.base_url == root), server)
+        elif getattr(args, "model", None) and self.servers:
+            found, model = self._resolve_model(args.model)
+            if found is not None:
+                server, args.model = found, model
         if url and (server is None or root != server.base_url):
             parts = urlsplit(root)
             host = (parts.hostname or "").lower()
@@ -127,8 +195,8 @@ class MagicsBase(Magics):
         from vllm_magics.redact import SecretRedactor
 
         redactor = SecretRedactor()
-        if self.server is not None:
-            redactor.add(self.server.api_key)
+        for server in self.servers.values():
+            redactor.add(server.api_key)
         key_env = self.api_key_env
         if key_env:
             redactor.add(os.environ.get(key_env))

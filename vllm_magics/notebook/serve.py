@@ -9,14 +9,15 @@ from IPython.core.magic import line_magic, magics_class
 from vllm_magics.notebook.args import argument, magic_arguments
 from traitlets import Bool, Float, Integer, List, Unicode
 
-from vllm_magics.notebook.base import MagicsBase, _parse, _split_passthrough, at_the_edge
+from vllm_magics.notebook.base import _parse, _split_passthrough, at_the_edge
+from vllm_magics.notebook.serve_start import ServeStart
 
 _FOLLOW_DEFAULT_S = 60.0
 
 
 @magics_class
-class ServeMagics(MagicsBase):
-    """Settings and magics that start and stop the server."""
+class ServeMagics(ServeStart):
+    """Settings and magics that start and stop the servers (one, or several by --name)."""
 
     host = Unicode("127.0.0.1", help="Address the server binds (127.0.0.1: this machine only; "
                    "use %ngrok_up to share it).").tag(config=True)
@@ -30,21 +31,6 @@ class ServeMagics(MagicsBase):
                         "e.g. ['/path/to/venv/bin/vllm'].").tag(config=True)
     max_log_bytes = Integer(20_000_000, help="The server log is rotated past this size.").tag(config=True)
     progress_updates_per_second = Float(4.0, help="How often the startup display refreshes.").tag(config=True)
-
-    def _stop_at_exit(self):
-        server = self.server
-        # atexit handlers carry over os.fork: a forked child that exits must leave its parent's server be.
-        if server is not None and not server.detach and server.owner() == "this process" and server.is_alive():
-            server.stop()
-
-    def _card(self, server, headline, ready_seconds=None, notes=()):
-        from vllm_magics.notebook.views.cards import ServerCard
-        from vllm_magics.redact import mask_secret
-
-        return ServerCard(headline=headline, model=server.plan.model, base_url=server.base_url,
-                          api_key_masked=mask_secret(server.api_key), pid=server.pid,
-                          log_path=str(server.log_path), ready_seconds=ready_seconds,
-                          defaults=list(server.plan.defaults), notes=list(notes))
 
     # -- %vllm_serve -------------------------------------------------------------------------
     @magic_arguments()
@@ -64,6 +50,10 @@ class ServeMagics(MagicsBase):
     @argument("--detach", action="store_true", help="Keep the server running after this kernel exits")
     @argument("--restart", action="store_true", help="Replace a running server")
     @argument("--strict-port", action="store_true", help="Fail if the port is taken instead of moving on")
+    @argument("--name", default=None, help="Start another server beside the first, called NAME (its own port, "
+              "key and log; %%ask --model NAME asks it)")
+    @argument("--lora", action="append", default=None, metavar="NAME=PATH_OR_REPO", help="Serve a LoRA adapter "
+              "beside the model (repeat for several); %%ask --model NAME asks it")
     @line_magic
     @at_the_edge("%vllm_serve")
     def vllm_serve(self, line=""):
@@ -74,6 +64,10 @@ class ServeMagics(MagicsBase):
         `--no-flag` (said on the card). Example, the seed notebook's command as typed:
 
             %vllm_serve deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --trust-remote-code --dtype half --max-model-len 16384 --enable-chunked-prefill false --tensor-parallel-size 1
+
+        Several models at once: `--name NAME` starts another server beside the first (the next free port,
+        its own key and log, a share of the GPU that lets them all fit); `--lora NAME=PATH` serves an adapter
+        beside the model. `%%ask --model NAME` or `%%ask --compare A,B` asks them.
         """
         head, extra = _split_passthrough(line)
         # The magic's own options are read; the rest (as a person pastes a `vllm serve` line) is vLLM's.
@@ -91,36 +85,69 @@ class ServeMagics(MagicsBase):
         from vllm_magics.server import gpu as gpu_mod
         from vllm_magics.server.plan import plan_serve
         from vllm_magics.server.manager import VllmServer
+        from vllm_magics.server.sharing import share_in_argv
 
         host = args.host or self.host
         port = args.port or self.port
-        current = self._current()
-        if current is not None:
+        named = args.name is not None
+        name = self._check_name(args.name) if named else self._default_name()
+        index = list(self.servers).index(name) if name in self.servers else None
+        current = self.servers.get(name)
+        if current is not None and current.is_alive():
             if not args.restart:
-                return self._show(self._card(current, "A vLLM server is already running", notes=[
-                    "%vllm_serve MODEL --restart replaces it; %vllm_stop stops it."]))
+                who = f"server {name}" if named else "vLLM server"
+                return self._show(self._card(current, f"A {who} is already running", notes=[
+                    f"%vllm_serve MODEL{' --name ' + name if named else ''} --restart replaces it; "
+                    f"%vllm_stop{' ' + name if named else ''} stops it."]))
             if not args.dry_run:
                 current.stop()
-                self.server = None
+                self._put(name, None)
 
         notes = []
-        try:
-            port, adopted = self._choose_port(host, port, args, notes)
-        except ValueError as exc:  # a --host that is no address
-            raise UsageError(str(exc)) from None
+        adopted = self._adoptable(args.model) if named and args.port is None and not args.restart else None
         if adopted is not None:
-            self.server = adopted
-            return self._show(self._card(adopted, "Adopted the vLLM server already running on this port",
-                                         notes=notes))
+            port = adopted.plan.port
+            if args.dry_run:
+                notes.append(f"Would adopt the server for {args.model} on port {port} as {name}.")
+                adopted = None
+            else:
+                adopted.take_over()
+                notes.append(f"vllm_magics started it before on port {port}; this kernel manages it now as {name}.")
+        elif named and args.port is None:
+            from vllm_magics.server.ports import next_free_port
 
+            port = next_free_port(host, port)  # beside the others: the next port nobody holds
+            if port is None:
+                raise UsageError(f"no free port from {self.port} on: pass --port")
+        else:
+            holder = next((n for n, s in self.servers.items() if n != name and s.plan.port == port and s.is_alive()),
+                          None)
+            if holder is not None:  # --restart must not stop another named server
+                raise UsageError(f"port {port} is server {holder}'s: choose another --port, or %vllm_stop {holder}")
+            try:
+                port, adopted = self._choose_port(host, port, args, notes)
+            except ValueError as exc:  # a --host that is no address
+                raise UsageError(str(exc)) from None
+        if adopted is not None and not args.dry_run:
+            self._put(name, adopted, index)
+            return self._show(self._card(adopted, "Adopted the vLLM server already running on this port" +
+                                         (f" as {name}" if named else ""), notes=notes))
+
+        gpus = gpu_mod.query_gpus()
+        share, told = (self._gpu_share(gpus, args.gpu_memory_utilization or share_in_argv(extra), name, notes)
+                       if named else (None, None))
         try:
             plan = plan_serve(
                 args.model, host=host, port=port, dtype=args.dtype, max_model_len=args.max_model_len,
-                gpu_memory_utilization=args.gpu_memory_utilization,
+                gpu_memory_utilization=args.gpu_memory_utilization or share,
                 api_key=False if args.no_api_key else args.api_key, extra_args=extra,
-                gpus=gpu_mod.query_gpus(), vllm_command=list(self.vllm_command))
+                gpus=gpus, vllm_command=list(self.vllm_command), lora=args.lora)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        if told:
+            from vllm_magics.server.plan import ChosenDefault
+
+            plan.defaults.insert(0, ChosenDefault(*told))
         notes += plan.notes  # warnings about exposure, the GPU already in use, respelled flags
         if args.dry_run:
             from vllm_magics.notebook.views.cards import StartupView
@@ -134,154 +161,54 @@ class ServeMagics(MagicsBase):
                             shutdown_wait=self.shutdown_wait_time, max_log_bytes=self.max_log_bytes)
         # Managed from the start: a server still starting at the timeout keeps running, and the message's
         # %vllm_logs / %vllm_stop must reach it. _start_and_wait gives `previous` back when it stops it.
-        previous, self.server = self.server, server
-        ready, progress_display = self._start_and_wait(server, timeout, notes, previous)
-        headline = "vLLM is ready" + (" (detached: it outlives this kernel)" if args.detach else "")
+        previous = self.servers.get(name)
+        self._put(name, server, index)
+        ready, progress_display = self._start_and_wait(name, server, timeout, notes, previous)
+        headline = "vLLM is ready" + (f": server {name}" if named else "") + (
+            " (detached: it outlives this kernel)" if args.detach else "")
         card = self._card(server, headline, ready.seconds, notes)
         if progress_display is not None:
             progress_display.update(card)  # the live progress turns into the card: one output
         else:
             self._show(card)
 
-    def _choose_port(self, host, port, args, notes):
-        """(port to use, a server to adopt or None). A busy port: adopt our own server of the same model
-        (started by this kernel, or detached from one that is gone), else say who holds it and move to
-        the next free port (or fail with --strict-port). A dry run only reports."""
-        from vllm_magics.server.manager import VllmServer
-        from vllm_magics.server.ports import next_free_port, port_holder, port_is_free
-
-        if port_is_free(host, port):
-            return port, None
-        ours = VllmServer.find(self._runtime_dir(), port)
-        if ours is not None and not ours.may_take_over():
-            # Another live kernel manages it (it would stop it under us): leave it alone.
-            notes.append(f"Port {port} serves {ours.plan.model} for another notebook's kernel.")
-            ours = None
-        if ours is not None:
-            how = ("this kernel started it" if ours.owner() == "this process" else
-                   "it was started with --detach from a kernel that is gone")
-            if ours.plan.model == args.model and not args.restart:
-                if not args.dry_run:
-                    ours.take_over()
-                    notes.append(f"vllm_magics started it: {how}; this kernel manages it now.")
-                    return port, ours
-                notes.append(f"Would adopt the server for {ours.plan.model} on port {port} ({how}).")
-                return port, None
-            if not args.restart:
-                raise UsageError(f"port {port} already serves {ours.plan.model} (started by vllm_magics: {how}; "
-                                 f"pid {ours.pid}): add --restart to replace it with {args.model}")
-            if args.dry_run:
-                notes.append(f"Would stop the server for {ours.plan.model} on port {port}.")
-                return port, None
-            ours.stop()
-            if port_is_free(host, port):
-                return port, None
-        holder = port_holder(port)
-        who = holder.describe() if holder else "another process"
-        if args.strict_port or self.strict_port:
-            raise UsageError(f"port {port} is taken by {who}: stop it, or choose another "
-                             "--port (or drop --strict-port to use the next free one)")
-        new_port = next_free_port(host, port + 1)
-        if new_port is None:
-            raise UsageError(f"port {port} is taken by {who} and no free port follows it")
-        notes.append(f"Port {port} is taken by {who}; using port {new_port} instead.")
-        return new_port, None
-
-    def _start_and_wait(self, server, timeout, notes, previous=None):
-        """Start and show live progress (the manager lowers our own --max-model-len default once if vLLM
-        says it does not fit: shown as a note); failures become one-line UsageErrors with the next step.
-        `self.server` is `server` throughout; back to `previous` when the server is not left running."""
-        from vllm_magics.errors import ServerStartError, ServerTimeout, VllmMagicsError, VllmNotInstalled
-        from vllm_magics.notebook.views.cards import StartupView
-
-        view = StartupView(server.plan.model, server.plan.command_line(), server.plan.defaults, notes=notes)
-        notebook = self._in_notebook()
-        handle = None
-        if notebook:
-            from IPython.display import display
-
-            handle = display(view, display_id=True)
-        else:
-            print(view.text().rsplit("\n", 1)[0], flush=True)
-        last = [0.0, None]
-        min_gap = 1.0 / max(self.progress_updates_per_second, 0.1)
-
-        def on_progress(progress, lines):
-            view.phase_label, view.fraction, view.detail = progress.label, progress.fraction, progress.detail
-            view.recent = (view.recent + [ln for ln in lines if ln.strip()])[-8:]
-            if notebook:
-                now = time.monotonic()
-                if now - last[0] >= min_gap or progress.phase == "ready":
-                    last[0] = now
-                    handle.update(view)
-            elif progress.phase != last[1]:
-                last[1] = progress.phase
-                print(f"  [{view.elapsed():5.1f}s] {progress.label}: {progress.detail}", flush=True)
-
-        def on_retry(old, new):
-            note = f"--max-model-len {old} did not fit; vLLM suggests {new}: restarting with --max-model-len {new}."
-            notes.append(note)
-            view.command, view.defaults = server.plan.command_line(), server.plan.defaults
-            last[1] = None
-            if notebook:
-                handle.update(view)
-            else:
-                print(f"  note: {note}", flush=True)
-
-        try:
-            return server.start_and_wait(timeout, on_progress, on_retry=on_retry), handle
-        except BaseException as exc:
-            if handle is not None:
-                handle.update(view)  # the last state stays visible above the failure report
-            if not isinstance(exc, ServerTimeout):  # a timeout leaves it running (and managed)
-                if isinstance(exc, (KeyboardInterrupt, ServerStartError)) or not server.is_alive():
-                    self.server = previous
-            if isinstance(exc, KeyboardInterrupt):
-                server.stop()
-                raise UsageError("interrupted: the server was stopped before it was ready "
-                                 f"(its log: {server.log_path})") from None
-            if isinstance(exc, ServerTimeout):
-                self._show_failure(exc)
-                raise UsageError(f"{exc}: %vllm_logs shows what it is doing, %vllm_stop stops it") from None
-            if isinstance(exc, ServerStartError):
-                server.stop()
-                self._show_failure(exc)
-                first = exc.diagnoses[0].summary if exc.diagnoses else "see the log lines above"
-                raise UsageError(f"{exc} — {first}") from None
-            if isinstance(exc, VllmNotInstalled):
-                from vllm_magics.doctor.checks import doctor_text
-
-                print(doctor_text(model=server.plan.model), flush=True)  # what to install, for this machine
-                raise UsageError(f"{exc}; %vllm_install picks the build that fits, then run %vllm_serve again") from None
-            if isinstance(exc, (VllmMagicsError, PermissionError)):  # PermissionError: an unsafe runtime folder
-                raise UsageError(str(exc)) from None
-            raise
-
-    def _show_failure(self, exc):
-        from vllm_magics.notebook.views.cards import FailureReport
-
-        self._show(FailureReport(headline=str(exc), exit_code=exc.exit_code,
-                                 log_path=str(exc.log_path) if exc.log_path else None,
-                                 diagnoses=exc.diagnoses, log_tail=exc.log_tail))
-
     # -- %vllm_stop --------------------------------------------------------------------------
     @magic_arguments()
+    @argument("name", nargs="?", default=None, help="The server to stop (default: the first one)")
+    @argument("--all", action="store_true", help="Stop every server this kernel manages")
     @argument("--now", action="store_true", help="SIGKILL at once instead of a graceful stop")
     @line_magic
     @at_the_edge("%vllm_stop")
     def vllm_stop(self, line=""):
-        """Stop the managed vLLM server: SIGTERM to its process group, then SIGKILL what is left."""
+        """Stop a managed vLLM server (NAME, the first one, or --all): SIGTERM to its process group, then
+        SIGKILL what is left."""
         args = _parse(self.vllm_stop, line)
-        server = self.server
+        if args.all and args.name:
+            raise UsageError("give a server's name or --all, not both")
+        if args.all:
+            if not self.servers:
+                print("No vLLM server is managed by this kernel.")
+            for name, server in list(self.servers.items()):
+                self._stop_one(server, args.now, f"server {name}")
+            return
+        if args.name is not None:
+            name, server = args.name, self._server_named(args.name)
+        else:
+            name, server = self._default_name(), self.server
         if server is None:
             print("No vLLM server is managed by this kernel.")
             return
+        self._stop_one(server, args.now, f"server {name}" if args.name is not None else "vLLM server")
+        if len(self.servers) > 1 and self._running_servers():
+            self._put(name, server, len(self.servers) - 1)  # the default is a running server now
+
+    def _stop_one(self, server, now: bool, what: str) -> None:
         t0 = time.monotonic()
         pid = server.pid
-        step = server.stop(now=args.now)
+        step = server.stop(now=now)
         left = server.proc.members() if server.proc else []
         code = server.exit_code()
-        msg = f"Stopped the vLLM server (pid {pid}): {step.value} in {time.monotonic() - t0:.1f} s"
+        msg = f"Stopped the {what} (pid {pid}): {step.value} in {time.monotonic() - t0:.1f} s"
         if code is not None:
             msg += f", exit code {code}"
         print(msg + ("." if not left else f"; still alive: {left}"))
@@ -289,6 +216,7 @@ class ServeMagics(MagicsBase):
 
     # -- %vllm_logs --------------------------------------------------------------------------
     @magic_arguments()
+    @argument("name", nargs="?", default=None, help="The server whose log to show (default: the first one)")
     @argument("-n", "--lines", type=int, default=40, help="How many lines (default 40)")
     @argument("--follow", nargs="?", type=float, const=_FOLLOW_DEFAULT_S, default=None, metavar="SECONDS",
               help=f"Keep printing new lines for SECONDS (default {_FOLLOW_DEFAULT_S:.0f}), until "
@@ -300,7 +228,7 @@ class ServeMagics(MagicsBase):
         args = _parse(self.vllm_logs, line)
         if args.lines < 0:
             raise UsageError("-n must be 0 or more")
-        server = self.server
+        server = self._server_named(args.name) if args.name is not None else self.server
         if server is None:
             raise UsageError("no server has been started in this kernel: %vllm_serve MODEL starts one")
         from vllm_magics.server.logfile import LogFollower, tail_lines

@@ -16,6 +16,7 @@ class StatusMagics(MagicsBase):
 
     # -- %vllm_status ------------------------------------------------------------------------
     @magic_arguments()
+    @argument("name", nargs="?", default=None, help="One named server (default: every server this kernel manages)")
     @argument("--url", default=None, help="Another server (default: the managed one)")
     @argument("--api-key-env", default=None, metavar="NAME", help="Environment variable holding the key for --url")
     @argument("--json", action="store_true", help="Return the figures as a dict (keys: vllm_magics.status.collect)")
@@ -27,13 +28,21 @@ class StatusMagics(MagicsBase):
     @line_magic
     @at_the_edge("%vllm_status")
     def vllm_status(self, line=""):
-        """What the server is doing: process, health, model, GPU, KV cache, requests, tokens/s, tunnel, log."""
+        """What the server is doing: process, health, model and LoRA adapters, GPU, KV cache, requests,
+        tokens/s, tunnel, log. With several servers (%vllm_serve --name): a card for each, or one by NAME."""
         args = _parse(self.vllm_status, line)
+        if args.name is not None and args.url:
+            raise UsageError("give a server's name or --url, not both")
         if args.watch is not None and args.watch <= 0:
             raise UsageError("--watch takes a positive number of seconds")
         if args.count is not None and args.count < 1:
             raise UsageError("--count must be at least 1")
-        sample = self._status_sampler(args)
+        if args.name is None and not (args.url or self.url) and len(self.servers) > 1:
+            if args.watch is not None and not args.json:
+                raise UsageError(f"--watch follows one server: name it, e.g. %vllm_status {next(iter(self.servers))} "
+                                 "--watch")
+            return self._status_of_all(args)
+        sample = self._status_sampler(args, args.name)
         if args.watch is not None and not args.json:
             return self._watch_status(sample, args)  # Ctrl-C is the normal end of a watch
         try:
@@ -46,14 +55,35 @@ class StatusMagics(MagicsBase):
 
         return self._show(StatusCard(status))
 
-    def _status_sampler(self, args):
+    def _status_of_all(self, args):
+        """Every managed server: {name: status} with --json, else a card for each."""
+        statuses = {}
+        for name in list(self.servers):
+            try:
+                statuses[name] = self._status_sampler(args, name)()
+            except KeyboardInterrupt:
+                raise UsageError(f"interrupted: no status (server {name} was slow to answer)") from None
+        if args.json:
+            return statuses
+        from vllm_magics.notebook.views.status_card import StatusCard
+
+        for status in statuses.values():
+            self._show(StatusCard(status))
+
+    def _status_sampler(self, args, name=None):
         from vllm_magics.server import gpu
         from vllm_magics.status.collect import Unreachable, collect_status
 
-        base, key, server = self._target(args)
+        if name is not None:
+            server = self._server_named(name)
+            base, key = server.base_url, server.api_key
+        else:
+            base, key, server = self._target(args)
         tunnel_url = None
         if self.tunnels is not None:
             open_ = self.tunnels.list()
+            if server is not None and len(self.servers) > 1:  # the tunnel to this server, if any
+                open_ = [t for t in open_ if t.upstream.endswith(f":{server.plan.port}")]
             tunnel_url = open_[0].public_url if open_ else None
 
         def sample():
@@ -65,6 +95,8 @@ class StatusMagics(MagicsBase):
                 raise UsageError(str(exc)) from None
             if snap is not None:
                 self._last_metrics[base] = snap
+            if name is not None or len(self.servers) > 1:
+                status["name"] = name or next((n for n, s in self.servers.items() if s is server), None)
             return status
 
         return sample

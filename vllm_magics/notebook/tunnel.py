@@ -47,6 +47,7 @@ class TunnelMagics(MagicsBase):
     # -- %ngrok_up / %ngrok_down -------------------------------------------------------------
     @magic_arguments()
     @argument("--port", type=int, default=None, help="Local port to share (default: the managed server's)")
+    @argument("--server", default=None, metavar="NAME", help="The named server to share (default: the first one)")
     @argument("--domain", default=None, help="A reserved ngrok domain, e.g. my-name.ngrok.app")
     @argument("--region", default=None, help="ngrok region: us, eu, ap, au, sa, jp, in")
     @argument("--basic-auth", action="store_true", help="Also ask browsers for a generated user/password "
@@ -89,6 +90,8 @@ class TunnelMagics(MagicsBase):
         raise UsageError(failure)
 
     def _one_line(self, text: str, redactor) -> str:
+        for server in self.servers.values():  # every managed server's key, whichever was being shared
+            redactor.add(server.api_key)
         if self.tunnels is not None:
             text = self.tunnels.redact(text)
         return " ".join(redactor.redact(text).split())
@@ -97,7 +100,13 @@ class TunnelMagics(MagicsBase):
         args = _parse(self.ngrok_up, line)
         if args.list:
             return self._show_tunnels()
+        if args.server is not None and args.port is not None:
+            raise UsageError("give --server NAME or --port, not both")
         server = self._current()
+        if args.server is not None:
+            server = self._server_named(args.server)
+            if not server.is_alive():
+                raise UsageError(f"server {args.server} is not running: %vllm_status {args.server} says why")
         port = args.port or (server.plan.port if server is not None else None)
         if port is None:
             raise UsageError("no server to share: start one with %vllm_serve MODEL, or pass --port")

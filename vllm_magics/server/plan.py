@@ -144,12 +144,14 @@ def plan_serve(
     vllm_command: list[str] | None = None,
     environ: dict[str, str] | None = None,
     vllm_version: str | None = None,
+    lora: list[str] | None = None,
 ) -> ServePlan:
     """Build the command. `api_key`: None generates one, False serves without a key, a string is used.
     `vllm_version`: the vLLM that will run (default: the one installed beside this Python), for the
     settings that differ between versions and to refuse at once a flag that version does not have.
 
-    `gpus` is what nvidia-smi reported ([] = no GPU: CPU settings).
+    `gpus` is what nvidia-smi reported ([] = no GPU: CPU settings). `lora`: adapters to serve beside the
+    model, each "NAME=PATH_OR_REPO" (server/lora.py chooses the flags vLLM needs for them).
     """
     if not model or model.startswith("-"):
         raise ValueError("which model? e.g. Qwen/Qwen2.5-0.5B-Instruct")
@@ -223,6 +225,13 @@ def plan_serve(
                 env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
                 defaults.append(ChosenDefault("VLLM_ENABLE_V1_MULTIPROCESSING=0",
                                               "no GPU: one engine process starts faster and uses less memory"))
+    if lora:
+        from vllm_magics.server.lora import lora_flags, parse_adapter
+
+        adapters = lora_flags([parse_adapter(spec) for spec in lora], given, on_cpu=not gpus)
+        argv += adapters.argv
+        defaults += [ChosenDefault(setting, reason) for setting, reason in adapters.defaults]
+        notes += adapters.notes
     argv += extra
     if api_key:
         # vLLM reads VLLM_API_KEY: unlike --api-key it shows neither in `ps` nor in its
@@ -242,3 +251,10 @@ def served_model_name(plan: ServePlan) -> str:
         if a.startswith("--served-model-name="):
             return a.split("=", 1)[1].split()[0]
     return plan.model
+
+
+def adapter_names(plan: ServePlan) -> list[str]:
+    """The LoRA adapters the plan's command serves (by the name clients send)."""
+    from vllm_magics.server.lora import lora_names
+
+    return lora_names(plan.argv)

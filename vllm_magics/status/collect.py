@@ -8,7 +8,7 @@ not: tests/test_status.py reads this list and compares it with what the function
   {state: "external"} for a server given by URL.
 - `health`: {status, ok}: /health's HTTP status (200 ready, 503 engine dead), None if nothing answers.
 - `version`: vLLM's version (/version).
-- `models`: [{id, root, max_model_len}] from /v1/models (which needs the key); `models_error`: why
+- `models`: [{id, root, parent, max_model_len}] (parent: a LoRA adapter's base) from /v1/models (which needs the key); `models_error`: why
   the list is empty (an HTTP status, a reply that is not a model list).
 - `gpus`: [{index, name, memory_used_mib, memory_total_mib, utilization_pct, compute_capability}]
   from nvidia-smi ([] without a GPU).
@@ -137,10 +137,11 @@ def _json_of(reply):
 
 
 def _models(code, body) -> tuple[list, str | None]:
-    """([{id, root, max_model_len}], error) from /v1/models; any other shape is an error, not a crash."""
+    """([{id, root, parent, max_model_len}], error) from /v1/models; any other shape is an error, not a crash."""
     if code == 200 and isinstance(body, dict) and isinstance(body.get("data"), list) and all(
             isinstance(m, dict) for m in body["data"]):
-        return [{"id": _short(m.get("id")), "root": _short(m.get("root")),
+        # `parent`: the base model of a LoRA adapter (vLLM lists adapters beside their base), else None.
+        return [{"id": _short(m.get("id")), "root": _short(m.get("root")), "parent": _short(m.get("parent")),
                  "max_model_len": m.get("max_model_len") if isinstance(m.get("max_model_len"), int) else None}
                 for m in body["data"]], None
     if code == 200:

@@ -75,8 +75,12 @@ class StatusCard(_Bundle):
         if s.get("version"):
             rows["vLLM"] = s["version"]
         if s.get("models"):
+            bases = [x for x in s["models"] if not x.get("parent")] or s["models"]
             rows["model"] = ", ".join(f"{x['id']}" + (f" (max {x['max_model_len']} tokens)" if x.get(
-                "max_model_len") is not None else "") for x in s["models"])
+                "max_model_len") is not None else "") for x in bases)
+            adapters = [x for x in s["models"] if x.get("parent")]
+            if adapters:
+                rows["LoRA adapters"] = ", ".join(f"{x['id']} (on {x['parent']})" for x in adapters)
         elif s.get("models_error"):
             rows["model"] = f"/v1/models: {s['models_error']}"
         for g in s.get("gpus") or []:
@@ -108,6 +112,10 @@ class StatusCard(_Bundle):
 
     @property
     def headline(self) -> str:
+        name = self.status.get("name")  # set when the kernel manages several servers
+        return self._state() if not name else self._state().replace("vLLM server", f"vLLM server {name}", 1)
+
+    def _state(self) -> str:
         p, h = self.status["process"], self.status["health"]["status"]
         if p["state"] in ("exited", "stopped"):
             return "vLLM server: " + ("stopped" if p["state"] == "stopped" else f"exited (code {p['exit_code']})")
