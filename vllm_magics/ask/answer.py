@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+NOT_ANSWERED = "not answered: the batch stopped before this item"
+
 
 @dataclass
 class Answer:
@@ -27,6 +29,9 @@ class Answer:
     streaming: bool = False  # still arriving (the live view)
     prompt: str = ""
     index: int | None = None  # position in an --each batch
+    # With a schema (%%ask --schema): the validated object, or one line naming the field that failed.
+    data: object | None = None
+    schema_error: str | None = None
     # While streaming: the ReasoningSplitter whose growing texts a live view reads piece by piece
     # (`text` and `reasoning` are filled in when the stream ends). None otherwise.
     live: object | None = field(default=None, repr=False, compare=False)
@@ -106,7 +111,18 @@ class Answer:
                        "aborted the request).")
         if self.error:
             out.append(self.error)
+        if self.schema_error:
+            out.append(f"The answer does not fit the schema: {self.schema_error}")
         return out
+
+    def data_json(self) -> str | None:
+        """The validated data as indented JSON (a pydantic object is dumped first), or None."""
+        if self.data is None:
+            return None
+        import json
+
+        data = self.data.model_dump() if hasattr(self.data, "model_dump") else self.data
+        return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
     # -- views ----------------------------------------------------------------------------------
     def __str__(self) -> str:
@@ -117,7 +133,8 @@ class Answer:
         if self.reasoning:
             n = self.reasoning_tokens
             parts.append(f"[reasoning{f', {n} tokens' if n else ''}]\n{self.reasoning.strip()}\n[/reasoning]")
-        parts.append(self.text.strip())
+        data = self.data_json()
+        parts.append(f"[data]\n{data}" if data is not None else self.text.strip())
         parts += [f"! {w}" for w in self.warnings()]
         parts.append("-- " + " · ".join(self.footer_items()))
         return "\n\n".join(p for p in parts if p)
@@ -164,3 +181,10 @@ class AnswerList(list):
     @property
     def texts(self) -> list[str]:
         return [a.text for a in self]
+
+
+def not_answered(index: int) -> Answer:
+    """The stand-in for an item a batch never asked (over: its elapsed time is 0)."""
+    answer = Answer(index=index, error=NOT_ANSWERED)
+    answer.ended_at = answer.started_at
+    return answer

@@ -21,18 +21,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import threading
-import time
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from vllm_magics.errors import BadReply, BatchStoreError
+from vllm_magics.ask.answer import NOT_ANSWERED
+from vllm_magics.ask.batch_retry import TRANSIENT_STATUS, BatchProgress, is_transient, with_retries  # noqa: F401
+from vllm_magics.errors import BatchStoreError
 
 ANSWER_FIELDS = ("text", "reasoning", "finish_reason", "usage", "error", "model", "elapsed")
-NOT_ANSWERED = "not answered: the batch stopped before this item"
 
 
 def item_key(messages: list[dict], params: dict | None = None, model: str | None = None) -> str:
@@ -163,11 +162,13 @@ class BatchResults:
     """The answers of an n-item batch, read from its JSONL file on demand, in input order.
 
     `results[i]` is an Answer (one not answered yet has `error` NOT_ANSWERED). Memory: an array of
-    n file offsets; call `refresh()` to see lines written since."""
+    n file offsets; call `refresh()` to see lines written since. With a `schema` each answer carries its
+    validated `.data` (or `.schema_error`); `rows` (the batch's input) are what `to_frame()` joins to."""
 
-    def __init__(self, path: str | Path, n: int):
+    def __init__(self, path: str | Path, n: int, schema=None, rows=None):
         self.path = Path(path)
         self.n = n
+        self.schema, self.rows = schema, rows
         self.refresh()
 
     def refresh(self) -> None:
@@ -196,9 +197,18 @@ class BatchResults:
             f.seek(offset)
             return _parse(f.readline())
 
+    def _answer(self, i: int, record: dict | None):
+        answer = answer_from_record(i, record)
+        if self.schema is not None and answer.ok:
+            from vllm_magics.ask.schema import answer_schema
+
+            parsed = answer_schema(self.schema).parse(answer.text)
+            answer.data, answer.schema_error = parsed.data, parsed.error
+        return answer
+
     def __getitem__(self, i: int):
         record = self.record(i)
-        return answer_from_record(i % self.n, record)
+        return self._answer(i % self.n, record)
 
     def __iter__(self):
         """In input order; one open file, one line read per item."""
@@ -208,130 +218,73 @@ class BatchResults:
                 if offset >= 0:
                     f.seek(offset)
                     record = _parse(f.readline())
-                yield answer_from_record(i, record)
+                yield self._answer(i, record)
 
     @property
     def texts(self) -> Iterable[str]:
         return (a.text for a in self)
 
     def to_frame(self, rows=None, schema=None):
-        """A DataFrame in input order. With `schema`: the input rows joined to its fields
-        (vllm_magics.ask.schema.answers_to_frame). Without: the input rows (if given) plus the answer
-        columns text, reasoning, finish_reason, completion_tokens, error."""
+        """A DataFrame in input order. With `schema` (given, or the batch's): the input rows (given, or
+        the batch's) joined to its fields (vllm_magics.ask.schema.answers_to_frame). Without: the input
+        rows plus the answer columns text, reasoning, finish_reason, completion_tokens, error."""
+        rows = rows if rows is not None else self.rows
+        schema = schema if schema is not None else self.schema
         if schema is not None:
             from vllm_magics.ask.schema import answers_to_frame
 
             return answers_to_frame(rows if rows is not None else range(self.n), iter(self), schema)
-        from vllm_magics.ask.export import answers_frame
+        from vllm_magics.ask.frames import answers_frame
 
         return answers_frame(iter(self), rows)
 
+    def head(self, n: int = 50) -> list:
+        """The first n answers (what a view shows of a batch of 100,000)."""
+        from itertools import islice
 
-# -- transient errors: retried with back-off ------------------------------------------------------
-TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})  # busy or a proxy in between; 500 is repeatable
+        return list(islice(iter(self), n))
 
+    def counts(self) -> dict:
+        """{"ok", "failed", "not_answered"}: one pass over the file's lines."""
+        ok = failed = 0
+        for answer in self:
+            if answer.error == NOT_ANSWERED:
+                continue
+            ok, failed = (ok + 1, failed) if answer.ok and not answer.schema_error else (ok, failed + 1)
+        return {"ok": ok, "failed": failed, "not_answered": self.n - ok - failed}
 
-def is_transient(exc: BaseException) -> bool:
-    """Worth asking again: a refused/reset connection or a busy server. AskError hides the original
-    (`raise ... from None` still keeps it as __context__), so the chain is followed. Never a reply that is
-    not a chat server's or none in time (BadReply, TooSlow), whatever it was raised from: the same again."""
-    import requests
+    def summary(self) -> str:
+        c = self.counts()
+        parts = [f"{c['ok']:,} ok"] + [f"{c[k]:,} {k.replace('_', ' ')}" for k in ("failed", "not_answered") if c[k]]
+        return f"{self.n:,} answer{'s' if self.n != 1 else ''} in {self.path}: " + ", ".join(parts)
 
-    from vllm_magics.ask.client import NoServer
+    def text_view(self, rows: int = 50) -> str:
+        lines = []
+        for a in self.head(rows):
+            status = "ok" if a.ok else "error"
+            body = (a.data_json() or a.text) if a.ok else (a.error or "")
+            body = " ".join(body.split())
+            lines.append(f"[{a.index}] {status}: {body[:200]}" + (f" ! {a.schema_error}" if a.schema_error else ""))
+        if self.n > rows:
+            lines.append(f"... {self.n - rows:,} more (read them with results[i], iteration or to_frame())")
+        lines.append(self.summary())
+        return "\n".join(lines)
 
-    seen = 0
-    while exc is not None and seen < 5:
-        if isinstance(exc, BadReply):
-            return False
-        status = getattr(exc, "status", None)
-        if isinstance(status, int):
-            return status in TRANSIENT_STATUS
-        if isinstance(exc, (NoServer, ConnectionError, requests.ConnectionError,
-                            requests.exceptions.ChunkedEncodingError)):
-            return True  # refused, reset, cut mid-answer (a read timeout is not: the server is just slow)
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
-
-
-def with_retries(fn: Callable, *, attempts: int = 5, policy: Callable = is_transient, base: float = 0.5,
-                 cap: float = 20.0, sleep: Callable[[float], object] | None = None,
-                 jitter: Callable[[], float] = random.random, on_retry: Callable | None = None,
-                 stop_event: threading.Event | None = None):
-    """fn() until it works, a non-transient error, `attempts` tries or a stop. Waits base*2^k (capped),
-    scaled by 0.5..1 at random so many workers do not come back at the same instant."""
-    for k in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - the policy decides
-            if k == attempts - 1 or not policy(exc) or (stop_event is not None and stop_event.is_set()):
-                raise
-            delay = min(cap, base * 2 ** k) * (0.5 + 0.5 * jitter())
-            if on_retry:
-                on_retry(exc, delay)
-            (sleep or (stop_event.wait if stop_event else time.sleep))(delay)
-
-
-# -- progress -------------------------------------------------------------------------------------
-class BatchProgress:
-    """done / failed / in flight, tokens per second, time left. O(1) per update, thread-safe."""
-
-    def __init__(self, total: int, already_done: int = 0, clock: Callable[[], float] = time.monotonic):
-        self.total, self.already_done, self.clock = total, already_done, clock
-        self.done = self.failed = self.in_flight = self.retries = self.tokens = 0
-        self._started_at: float | None = None
-        self._lock = threading.Lock()
-
-    def started(self) -> None:
-        with self._lock:
-            self.in_flight += 1
-            if self._started_at is None:
-                self._started_at = self.clock()
-
-    def finished(self, ok: bool, tokens: int = 0) -> None:
-        with self._lock:
-            self.in_flight -= 1
-            self.tokens += tokens or 0
-            if ok:
-                self.done += 1
-            else:
-                self.failed += 1
-
-    def retried(self, *_args) -> None:
-        with self._lock:
-            self.retries += 1
-
-    def snapshot(self) -> dict:
-        with self._lock:
-            span = self.clock() - self._started_at if self._started_at is not None else 0.0
-            finished = self.done + self.failed
-            left = self.total - self.already_done - finished
-            rate = finished / span if span > 0 else 0.0
-            return {"total": self.total, "done": self.already_done + self.done, "failed": self.failed,
-                    "in_flight": self.in_flight, "retries": self.retries, "resumed": self.already_done,
-                    "tokens_per_second": self.tokens / span if span > 0 else None,
-                    "seconds_left": left / rate if rate > 0 else None}
-
-    def line(self) -> str:
-        s = self.snapshot()
-        parts = [f"{s['done']:,} / {s['total']:,} done", f"{s['failed']:,} failed", f"{s['in_flight']} in flight"]
-        if s["retries"]:
-            parts.append(f"{s['retries']} retried")
-        if s["tokens_per_second"] is not None:
-            parts.append(f"{s['tokens_per_second']:.0f} tokens/s")
-        if s["seconds_left"] is not None:
-            m, sec = divmod(int(s["seconds_left"] + 0.5), 60)
-            parts.append(f"{m}:{sec:02d} left")
-        return " · ".join(parts)
+    def __repr__(self) -> str:
+        return self.text_view()
 
 
 # -- a batch run into a store ---------------------------------------------------------------------
 def run_to_store(client_factory: Callable, message_lists: Sequence[list[dict]], params: dict, path, *,
                  model: str, concurrency: int = 16, stop_event: threading.Event | None = None,
-                 progress: BatchProgress | None = None, attempts: int = 5, sleep=None) -> BatchResults:
+                 progress: BatchProgress | None = None, attempts: int = 5, sleep=None,
+                 on_answer: Callable | None = None) -> BatchResults:
     """Ask every item not yet answered in the JSONL file at `path`, at most `concurrency` at once,
     writing each answer as it finishes. `message_lists` may be a lazy sequence (len + [i]): items are
     taken one window at a time, so memory does not grow with the batch. `stop_event` stops starting
-    new items (those in flight finish and are kept); Ctrl-C aborts those in flight too."""
+    new items (those in flight finish and are kept); Ctrl-C aborts those in flight too, waits for their
+    workers to let go of the file, and raises KeyboardInterrupt. `on_answer(i, answer)` is called from
+    the worker once an item's answer is written (progress display, history); its errors are ignored."""
     from vllm_magics.ask.answer import Answer
     from vllm_magics.ask.request import AskError, ask
 
@@ -369,35 +322,43 @@ def run_to_store(client_factory: Callable, message_lists: Sequence[list[dict]], 
                     if stop.is_set() or abort.is_set():
                         return  # never started: not written, asked on resume
                     progress.started()
-                    ok, tokens = False, 0
+                    ok, tokens, aborted = False, 0, False
                     try:
                         answer = ask_item(i)
-                        if not answer.interrupted:  # an aborted item is not finished: asked again on resume
+                        aborted = answer.interrupted  # not finished: not written, asked again on resume
+                        if not aborted:
                             store.write(i, key_of(i), answer_fields(answer))
                         ok, tokens = answer.ok, answer.completion_tokens or 0
                     finally:  # in flight no more, even when its answer could not be written
-                        progress.finished(ok, tokens)
+                        progress.finished(ok, tokens, aborted)
+                    if on_answer is not None:
+                        try:
+                            on_answer(i, answer)
+                        except Exception:  # noqa: BLE001 - a display or history failure must not stop the batch
+                            pass
                 except OSError as exc:  # nobody reads the pool's futures: kept, and the batch stops
                     failures.append(exc)
                     stop.set()
                 finally:
                     window.release()
 
-            with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-                try:
-                    for i in range(n):
-                        if done[i]:
-                            continue
-                        while not window.acquire(timeout=0.2):  # short waits: Ctrl-C gets through
-                            pass
-                        if stop.is_set():
-                            window.release()
-                            break
-                        pool.submit(work, i)
-                except KeyboardInterrupt:
-                    stop.set()
-                    abort.set()
-                    raise
+            pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+            try:
+                for i in range(n):
+                    if done[i]:
+                        continue
+                    while not window.acquire(timeout=0.2):  # short waits: Ctrl-C gets through
+                        pass
+                    if stop.is_set():
+                        window.release()
+                        break
+                    pool.submit(work, i)
+                pool.shutdown(wait=True)  # the last window (a thread join: Ctrl-C reaches it too)
+            except KeyboardInterrupt:
+                stop.set()
+                abort.set()  # the streams in flight are cut: their workers end soon, and the store after them
+                pool.shutdown(wait=True)
+                raise
     except OSError as exc:  # the file cannot be opened, or its last lines not flushed at close
         failures.append(exc)
     if failures:

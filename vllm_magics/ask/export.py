@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from vllm_magics.ask.answer import Answer, AnswerList
+from vllm_magics.ask.frames import answers_frame
 
 CHAT_URL = "/v1/chat/completions"
 MISSING = "no line for this item in the batch output"
@@ -132,27 +133,3 @@ def batch_output_frame(path: str | Path, rows=None, schema=None, ids: Sequence[s
 
         return answers_to_frame(rows if rows is not None else range(len(answers)), answers, schema)
     return answers_frame(answers, rows)
-
-
-def answers_frame(answers: Iterable, rows=None):
-    """Answers (in input order) as columns text, reasoning, finish_reason, completion_tokens, error,
-    next to the input rows when given (then prefixed `answer_` if a name clashes)."""
-    import pandas as pd
-
-    cols: dict[str, list] = {"text": [], "reasoning": [], "finish_reason": [], "completion_tokens": [], "error": []}
-    for a in answers:
-        cols["text"].append(a.text)
-        cols["reasoning"].append(a.reasoning)
-        cols["finish_reason"].append(a.finish_reason)
-        cols["completion_tokens"].append(a.completion_tokens)
-        cols["error"].append(a.error)
-    frame = pd.DataFrame(cols)
-    if rows is None:
-        return frame
-    base = rows.reset_index(drop=True) if isinstance(rows, pd.DataFrame) else pd.DataFrame({"input": list(rows)})
-    if len(base) != len(frame):
-        raise ValueError(f"{len(frame)} answers for {len(base)} input rows: they must pair up in order")
-    out = pd.concat([base, frame.add_prefix("answer_" if set(cols) & set(base.columns) else "")], axis=1)
-    if isinstance(rows, pd.DataFrame):
-        out.index = rows.index
-    return out

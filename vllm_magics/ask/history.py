@@ -79,7 +79,7 @@ def scrub_url(url: str | None) -> str | None:
 
 class History:
     def __init__(self, path: str | Path | None = None, *, max_rows: int | None = 100_000,
-                 max_bytes: int | None = None, secrets=(), prune_every: int = 100):
+                 max_bytes: int | None = None, secrets=(), prune_every: int = 100, busy_seconds: float = 30.0):
         self.path = Path(path) if path else default_history_path()
         self.max_rows, self.max_bytes, self.prune_every = max_rows, max_bytes, prune_every
         self.secrets = tuple(sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True))
@@ -93,17 +93,19 @@ class History:
             private_dir(self.path.parent)
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             # isolation_level=None: no implicit transactions; each write is its own BEGIN IMMEDIATE.
-            self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
-            self._setup()
+            # busy_seconds: how long a write waits for another writer's transaction before it fails.
+            self._db = sqlite3.connect(str(self.path), timeout=busy_seconds, isolation_level=None,
+                                       check_same_thread=False)
+            self._setup(int(busy_seconds * 1000))
         except (OSError, sqlite3.OperationalError) as exc:  # no folder, no permission, locked too long
             raise HistoryError(f"cannot open the history at {self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise HistoryError(f"the history database {self.path} cannot be used ({exc}); move it away "
                                "and a new one is made") from None
 
-    def _setup(self) -> None:
+    def _setup(self, busy_ms: int) -> None:
         db = self._db
-        db.execute("PRAGMA busy_timeout = 30000")
+        db.execute(f"PRAGMA busy_timeout = {busy_ms}")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"made by a newer vllm_magics (schema {version})")
@@ -154,29 +156,42 @@ class History:
         return {k: (json.dumps(scrub(v, self.secrets)) if k in _JSON_COLUMNS and v is not None
                     else scrub(v, self.secrets)) for k, v in row.items()}
 
+    def add_secrets(self, secrets) -> None:
+        """More strings never to store (e.g. the key of a server given by --url)."""
+        known = set(self.secrets) | {s for s in secrets if s and len(s) >= 4}
+        self.secrets = tuple(sorted(known, key=len, reverse=True))
+
     def record(self, answer, server_url: str | None = None, thread: str | None = None) -> int | None:
         """Store one answer; returns its id. A write that fails (disk full, locked too long) never
         breaks the ask: it is counted in `failed_writes` and the reason kept in `last_write_error`."""
-        row = self.row_for(answer, server_url, thread)
-        names = list(row)
+        ids = self.insert_rows([self.row_for(answer, server_url, thread)])
+        return ids[0] if ids else None
+
+    def insert_rows(self, rows: list[dict]) -> list[int]:
+        """Store rows made by `row_for` in one transaction (a batch writes a few hundred at a time: one
+        commit each would cost a lock round per answer); returns their ids, [] when the write failed
+        (counted in `failed_writes`, as in `record`)."""
+        if not rows:
+            return []
+        names = list(_COLUMNS[1:])
         sql = f"INSERT INTO asks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    entry_id = self._db.execute(sql, [row[n] for n in names]).lastrowid
+                    ids = [self._db.execute(sql, [row.get(n) for n in names]).lastrowid for row in rows]
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
-                self._since_prune += 1
+                self._since_prune += len(rows)
                 if self._since_prune >= self.prune_every:
                     self._prune_locked()
-                return entry_id
+                return ids
             except sqlite3.Error as exc:
                 self.failed_writes += 1
                 self.last_write_error = f"{exc.__class__.__name__}: {exc}"
-                return None
+                return []
 
     def prune(self) -> int:
         """Delete the oldest entries beyond max_rows / max_bytes; returns how many went."""

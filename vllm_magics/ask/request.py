@@ -85,7 +85,9 @@ def _consume_stream(client, messages, params, model, answer, splitter, on_update
     try:
         for event in events:
             if stop_event is not None and stop_event.is_set():
-                answer.interrupted = True
+                # Stopped after the finish event (only usage was left to come): the answer is whole,
+                # and a batch keeps it instead of asking the server for it again.
+                answer.interrupted = answer.finish_reason is None
                 return
             event = _object(event, "stream event")
             if "error" in event:  # vLLM: an engine failure mid-stream, then [DONE]

@@ -1,6 +1,6 @@
 """VllmMagics: the extension's magics, one configurable class (`%config VllmMagics`).
 
-The magics are written in groups (serve, ask, status, tunnel); this class joins them. The state they
+The magics are written in groups (serve, ask, history, status, tunnel, doctor); this class joins them. The state they
 share (the managed server, conversations, tunnels) is set up by `MagicsBase.__init__`.
 """
 from __future__ import annotations
@@ -11,15 +11,16 @@ from IPython.core.magic import magics_class
 
 from vllm_magics.notebook.ask import AskMagics
 from vllm_magics.notebook.doctor import DoctorMagics
+from vllm_magics.notebook.history import HistoryMagics
 from vllm_magics.notebook.serve import ServeMagics
 from vllm_magics.notebook.status import StatusMagics
 from vllm_magics.notebook.tunnel import TunnelMagics
 
-_GROUPS = (ServeMagics, AskMagics, StatusMagics, TunnelMagics, DoctorMagics)
+_GROUPS = (ServeMagics, AskMagics, HistoryMagics, StatusMagics, TunnelMagics, DoctorMagics)
 
 
 @magics_class
-class VllmMagics(ServeMagics, AskMagics, StatusMagics, TunnelMagics, DoctorMagics):
+class VllmMagics(ServeMagics, AskMagics, HistoryMagics, StatusMagics, TunnelMagics, DoctorMagics):
     """Start, watch, share and talk to a vLLM server from IPython. Settings: %config VllmMagics."""
 
     def __init__(self, shell=None, **kwargs):
@@ -31,6 +32,9 @@ class VllmMagics(ServeMagics, AskMagics, StatusMagics, TunnelMagics, DoctorMagic
     def close(self) -> None:
         """The extension is unloaded: the at-exit stop goes with it (the server keeps running)."""
         atexit.unregister(self._stop_at_exit)
+        db = self.__dict__.pop("_history_db", None)
+        if db is not None:
+            db.close()
 
     @classmethod
     def magic_names(cls) -> dict[str, tuple[str, ...]]:

@@ -210,3 +210,48 @@ class BatchProgress:
     def finish(self) -> None:
         with self.lock:
             self._draw(final=True)
+
+
+class StoreProgress:
+    """The progress of an `%%ask --each --jsonl` batch: done / failed / in flight, tokens per second and
+    the time left, from the batch's counters (`progress.snapshot()` and `.line()`, O(1)); redrawn at most
+    every 0.2 s from the workers, printed every tenth in a terminal. It holds no answer."""
+
+    def __init__(self, progress, notebook: bool):
+        self.progress, self.notebook = progress, notebook
+        self.handle = None
+        self.started = time.monotonic()
+        self.next_draw = 0.0
+        self.last_printed = -1
+        self.lock = threading.Lock()
+
+    def update(self) -> None:
+        with self.lock:
+            self._draw(final=False)
+
+    def _draw(self, final: bool) -> None:
+        s = self.progress.snapshot()
+        finished = s["done"] + s["failed"]
+        if not self.notebook:
+            tenth = finished * 10 // max(s["total"], 1)
+            if final or tenth != self.last_printed:
+                self.last_printed = tenth
+                print(self.progress.line(), flush=True)
+            return
+        if time.monotonic() < self.next_draw and not final:
+            return
+        from IPython.display import display
+
+        line = self.progress.line()
+        html = render("batch_progress.html.j2", detail=line, elapsed=time.monotonic() - self.started,
+                      percent=int(100 * finished / max(s["total"], 1)))
+        bundle = {"text/plain": line, "text/html": html}
+        if self.handle is None:
+            self.handle = display(bundle, raw=True, display_id=True)
+        else:
+            self.handle.update(bundle, raw=True)
+        self.next_draw = time.monotonic() + 0.2
+
+    def finish(self) -> None:
+        with self.lock:
+            self._draw(final=True)
