@@ -231,3 +231,27 @@ def _with_plan(server, plan):
     other = copy.copy(server)
     other.plan = plan
     return other
+
+
+@pytest.mark.server
+def test_unload_names_every_running_server_and_the_history_knows_every_key(shell, smollm2_server):
+    """%unload_ext's note has one line per running server with the command that adopts it (--name for a
+    named one), and the history strips every server's key, not only the first's."""
+    import dataclasses as dc
+
+    from vllm_magics.notebook.magics import describe_running
+    from vllm_magics.server.plan import new_api_key
+
+    magics = shell._vllm_magics
+    other_key = new_api_key()
+    magics._put("default", smollm2_server)
+    magics._put("judge", _with_plan(smollm2_server, dc.replace(smollm2_server.plan, api_key=other_key)))
+    try:
+        lines = describe_running(magics).splitlines()
+        model = smollm2_server.plan.model
+        assert len(lines) == 2 and lines[0].endswith(f"%vllm_serve {model} adopt it again.")
+        assert lines[1].endswith(f"%vllm_serve {model} --name judge adopt it again.")
+        assert {smollm2_server.api_key, other_key} <= magics._known_secrets()
+    finally:
+        magics.servers.clear()
+    assert describe_running(magics) is None

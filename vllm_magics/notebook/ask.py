@@ -289,8 +289,7 @@ class AskMagics(MagicsBase):
 
     def _known_secrets(self) -> set:
         keys = set(self.__dict__.get("_keys_seen", ()))
-        if self.server is not None and self.server.api_key:
-            keys.add(self.server.api_key)
+        keys.update(s.api_key for s in self.servers.values() if s.api_key)  # every named server's
         if self.api_key_env and os.environ.get(self.api_key_env):
             keys.add(os.environ[self.api_key_env])
         return keys

@@ -9,6 +9,7 @@ import atexit
 
 from IPython.core.magic import magics_class
 
+from vllm_magics.notebook.base import DEFAULT_NAME
 from vllm_magics.notebook.ask import AskMagics
 from vllm_magics.notebook.doctor import DoctorMagics
 from vllm_magics.notebook.history import HistoryMagics
@@ -93,12 +94,14 @@ def running_instance() -> VllmMagics | None:
 
 
 def describe_running(magics: VllmMagics) -> str | None:
-    server = magics._current()
-    if server is None:
-        return None
-    how = "it keeps running after this kernel exits (--detach)" if server.detach else \
-        "it keeps running until you stop it or this kernel exits"
-    return (f"The vLLM server for {server.plan.model} (pid {server.pid}, {server.base_url}) is still running: "
-            f"{how}. %load_ext vllm_magics and %vllm_serve {server.plan.model} adopt it again.")
+    """What keeps running after %unload_ext, one line per server, with the command that adopts it."""
+    lines = []
+    for name, server in magics._running_servers().items():
+        how = "it keeps running after this kernel exits (--detach)" if server.detach else \
+            "it keeps running until you stop it or this kernel exits"
+        again = f"%vllm_serve {server.plan.model}" + ("" if name == DEFAULT_NAME else f" --name {name}")
+        lines.append(f"The vLLM server for {server.plan.model} (pid {server.pid}, {server.base_url}) is still "
+                     f"running: {how}. %load_ext vllm_magics and {again} adopt it again.")
+    return "\n".join(lines) or None
 
 
