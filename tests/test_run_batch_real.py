@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
@@ -68,19 +67,21 @@ PROMPTS = ["What is the capital of France?", "Name a colour.", "What is 2+2?", "
 
 
 @pytest.mark.server
-def test_run_batch_round_trip_matches_the_server(tmp_path, smollm2_server):
-    from vllm_magics.ask.client import ChatClient
-    from vllm_magics.ask.request import ask
-
+def test_run_batch_round_trip_matches_the_magic(tmp_path, managed, smollm2_server):
+    """The file `%%ask --each ... --export-batch` writes, run by vLLM's own `vllm run-batch`, gives the
+    answers `%%ask --each` gives for the same items on the session server (same model, temperature 0)."""
+    shell = managed(smollm2_server)
     model = smollm2_server.plan.model
     assert model == str(SMOLLM2)  # run-batch below serves the same path, so the same model name
-    params = {"temperature": 0, "max_tokens": 16}
-    messages = [[{"role": "user", "content": p}] for p in PROMPTS]
+    shell.user_ns["prompts"] = pd.DataFrame({"prompt": PROMPTS})
+    options = f"--each prompts --temperature 0 --max-tokens 16 --model {model}"
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    export_batch(src, messages, params, model=model)
+    shell.run_cell_magic("ask", f"{options} --export-batch {src}", "{{ item.prompt }}")
+    exported = [json.loads(line) for line in src.read_text(encoding="utf-8").splitlines()]
+    assert [e["body"]["messages"][-1]["content"] for e in exported] == PROMPTS
     with open(src, "a", encoding="utf-8") as f:  # one request the runner must refuse: reported, not lost
         f.write(json.dumps({"custom_id": "item-5", "method": "POST", "url": "/v1/chat/completions",
-                            "body": {"model": "no-such-model", "messages": messages[0], **params}}) + "\n")
+                            "body": dict(exported[0]["body"], model="no-such-model")}) + "\n")
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENABLE_V1_MULTIPROCESSING="0", HF_HUB_OFFLINE="1",
                VLLM_NO_USAGE_STATS="1")
     run = subprocess.run([str(VLLM_BIN), "run-batch", "-i", str(src), "-o", str(out), "--model", model,
@@ -90,11 +91,10 @@ def test_run_batch_round_trip_matches_the_server(tmp_path, smollm2_server):
     assert all(a.ok and a.finish_reason in ("stop", "length") for a in batch[:5]), [a.error for a in batch]
     assert "no-such-model" in batch[5].error and batch[5].error.startswith("404")
 
-    def served(m):  # all at once, as the runner does: the same batch shapes on the engine
-        return ask(ChatClient(smollm2_server.base_url, api_key=smollm2_server.api_key), m, params, model=model)
-
-    with ThreadPoolExecutor(max_workers=5) as pool:
-        direct = list(pool.map(served, messages))
+    # The magic sends the items at once, as the runner does: the same batch shapes on the engine.
+    shell.run_cell_magic("ask", f"{options} --concurrency 5 --out direct", "{{ item.prompt }}")
+    direct = shell.user_ns["direct"]
+    assert all(a.ok for a in direct), [a.error for a in direct]
     assert [a.text for a in batch[:5]] == [a.text for a in direct]
     frame = batch_output_frame(out, rows=pd.DataFrame({"prompt": PROMPTS + ["bad"]}))
     assert list(frame["prompt"][:5]) == PROMPTS and list(frame["text"][:5]) == [a.text for a in direct]
