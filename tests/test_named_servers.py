@@ -31,7 +31,7 @@ def unstarted(model, port, tmp_path, **kw) -> VllmServer:
 @pytest.fixture
 def two(shell, tmp_path):
     magics = shell._vllm_magics
-    magics._put("base", unstarted(SMOLLM2, 8000, tmp_path, lora=["pineapple=/nowhere/adapter"]))
+    magics._put("base", unstarted(SMOLLM2, 8000, tmp_path, lora=["pineapple=someone/pineapple-adapter"]))
     magics._put("r1", unstarted(TINY_R1, 8001, tmp_path, extra_args=["--served-model-name", "tiny"]))
     yield magics
     magics.servers.clear()

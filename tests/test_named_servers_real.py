@@ -109,7 +109,8 @@ def test_two_named_servers_compare_side_by_side_and_leave_no_process(kernel, rig
     status = json.loads(printed(run(kc, "s = %vllm_status --json\nprint(json.dumps({n: [[m['id'], m['parent']] for m "
                                         "in v['models']] for n, v in s.items()}))")))
     assert status == {"smol": [[str(SMOLLM2), None], ["pineapple", str(SMOLLM2)]], "r1": [[str(TINY_R1), None]]}
-    assert printed(run(kc, "print(vllm_magics.client('r1').base_url)")).strip().endswith("/v1/")
+    same = "print(str(vllm_magics.client('r1').base_url) == vllm_magics.current_server('r1').base_url + '/v1/')"
+    assert printed(run(kc, same)).strip() == "True"  # r1's own URL, not the first server's
 
     # %unload_ext keeps both running; loaded again, `%vllm_serve ... --name` adopts each (no new process).
     run(kc, "%unload_ext vllm_magics")

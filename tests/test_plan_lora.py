@@ -60,7 +60,7 @@ def test_a_repo_id_leaves_vllms_default_rank_and_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("raw", ["{not json", json.dumps({"r": "8"}), json.dumps({"r": True}), json.dumps([8]),
-                                 json.dumps({"r": -1}), "\x00" * 10])
+                                 json.dumps({"r": -1}), "\x00" * 10, "[" * 200_000])
 def test_a_hostile_adapter_config_leaves_the_default_and_says_why(tmp_path, raw):
     p = plan([f"x={adapter(tmp_path, raw=raw)}"])
     assert "--max-lora-rank" not in p.argv and any("LoRA rank unknown" in n for n in p.notes)
@@ -70,7 +70,10 @@ def test_too_large_a_rank_bad_specs_and_duplicates_are_one_line_errors(tmp_path)
     with pytest.raises(ValueError, match="above the largest rank vLLM serves"):
         plan([f"x={adapter(tmp_path, config={'r': 1024})}"])
     for spec, why in (("noequals", "NAME=PATH_OR_REPO"), ("=path", "NAME=PATH_OR_REPO"), ("x=", "NAME=PATH_OR_REPO"),
-                      ("bad name=p", "must be letters"), ("-x=p", "must be letters")):
+                      ("bad name=p", "must be letters"), ("-x=p", "must be letters"),
+                      # a local-looking source that is no folder: said now, not by vLLM after loading the model
+                      ("x=./typo", "not a folder"), ("x=/no/such/adapter", "not a folder"),
+                      ("x=~/no-such-adapter-here", "not a folder")):
         with pytest.raises(ValueError, match=why):
             parse_adapter(spec)
     with pytest.raises(ValueError, match="given twice"):
@@ -89,3 +92,28 @@ def test_adapter_names_read_both_spellings_of_lora_modules():
     argv = ["vllm", "serve", "m", "--lora-modules", "a=/p", '{"name": "b", "path": "/q"}', "--seed", "1",
             "--lora_modules=c=/r", "--lora-modules", "{not json"]
     assert lora_names(argv) == ["a", "b", "c"]
+
+
+def test_a_source_with_a_comma_goes_as_json_as_vllm_reads_it(tmp_path):
+    a = adapter(tmp_path, name="with,comma", config={"r": 8})
+    p = plan([f"tuned={a}", f"plain={adapter(tmp_path, config={'r': 8})}"])
+    items = p.argv[p.argv.index("--lora-modules") + 1:p.argv.index("--max-lora-rank")]
+    assert json.loads(items[0]) == {"name": "tuned", "path": str(a)} and items[1] == f"plain={tmp_path / 'a'}"
+    assert adapter_names(p) == ["tuned", "plain"]
+    # vLLM's own rule (not imported: vllm takes many seconds to import), read from the installed source.
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("vllm is not installed here")
+    source = Path(spec.submodule_search_locations[0], "entrypoints", "launchers", "cli_args.py")
+    assert 'if "=" in item and "," not in item:  # Old format: name=path' in source.read_text()
+
+
+def test_an_adapter_named_like_the_served_model_is_refused():
+    with pytest.raises(ValueError, match="the adapter's name is the served model's name"):
+        plan(["base=owner/adapter"])
+    with pytest.raises(ValueError, match="the adapter's name is the served model's name"):
+        plan(["tiny=owner/adapter"], extra=["--served-model-name", "tiny"])
+    assert adapter_names(plan(["base=owner/adapter"], extra=["--served-model-name", "tiny"])) == ["base"]

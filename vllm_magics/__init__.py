@@ -6,7 +6,10 @@
 Loading imports only IPython pieces that are already in memory; vLLM, requests, jinja2 and pyngrok
 are imported when a magic needs them.
 """
+from __future__ import annotations
+
 __version__ = "0.1.0"
+
 
 def load_ipython_extension(ipython):
     from vllm_magics.notebook.magics import load
@@ -55,7 +58,8 @@ def client(name=None, **kwargs):
     if server is None:
         magics = _magics()
         if name is not None and magics is not None and magics.servers:
-            raise KeyError(f"no server named {name!r}; this session's servers: {', '.join(magics.servers)}")
+            # LookupError, not KeyError: KeyError's message is shown as a quoted repr.
+            raise LookupError(f"no server named {name!r}; this session's servers: {', '.join(magics.servers)}")
         raise RuntimeError("no managed server: start one with %vllm_serve MODEL first")
     try:
         import openai

@@ -116,6 +116,8 @@ def ask_compare(magics, args, cell: str):
     from vllm_magics.ask import prompt as prompt_mod
 
     _check_combination(args)
+    if args.out and not args.out.isidentifier():  # said now: after the answers it would leave the live view
+        raise UsageError(f"--out needs a variable name, not {args.out!r}")
     if not (cell or "").strip():
         raise UsageError("%%ask needs a prompt in the cell body, e.g.\n%%ask --compare a,b\nWhat is vLLM?")
     params = magics._request_params(args)

@@ -14,7 +14,7 @@ from IPython.core.magic import Magics, magics_class
 from traitlets import Unicode
 
 DEFAULT_NAME = "default"  # the name of a server started without --name
-_SERVER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,31}$")
+_SERVER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}")  # fullmatch: `$` would pass a trailing newline
 
 
 def _tokens(line: str) -> list[str]:
@@ -89,24 +89,29 @@ class MagicsBase(Magics):
     # -- the managed servers ---------------------------------------------------------------
     @property
     def server(self):
-        """The default server: the first in `servers` (the one a magic without a name means), or None."""
-        return next(iter(self.servers.values()), None)
+        """The server a magic without a name means: the first running one in `servers`, else the first
+        (a stopped one, whose log and exit code stay readable), else None."""
+        return self._default_entry()[1]
 
     @server.setter
     def server(self, value) -> None:
-        first = next(iter(self.servers), None)
+        name = self._default_entry()[0]
         if value is None:
-            self.servers.pop(first, None)
+            self.servers.pop(name, None)
         else:
-            self.servers[first or DEFAULT_NAME] = value
+            self.servers[name] = value
 
-    def _default_name(self) -> str:
-        return next(iter(self.servers), DEFAULT_NAME)
+    def _default_entry(self) -> tuple:
+        """(name, server) of `server`; (DEFAULT_NAME, None) when there is none."""
+        for name, server in self.servers.items():
+            if server.is_alive():
+                return name, server
+        return next(iter(self.servers.items()), (DEFAULT_NAME, None))
 
     def _check_name(self, name: str) -> str:
-        if not _SERVER_NAME.match(name or ""):
+        if not _SERVER_NAME.fullmatch(name or ""):
             raise UsageError(f"--name {name!r}: a server name is a simple identifier (letters, digits, '_' or '-', "
-                             "starting with a letter; at most 32), e.g. --name r1")
+                             "starting with a letter or '_'; at most 32), e.g. --name r1")
         return name
 
     def _server_named(self, name: str):
@@ -168,7 +173,8 @@ class MagicsBase(Magics):
                 root = server_root(url)
             except BadURL as exc:
                 raise UsageError(f"--url: {exc} (e.g. http://127.0.0.1:8000/v1)") from None
-            server = next((s for s in self.servers.values() if s.base_url == root), server)
+            same = [s for s in self.servers.values() if s.base_url == root]  # a running one before a stopped one
+            server = next((s for s in same if s.is_alive()), same[0] if same else server)
         elif getattr(args, "model", None) and self.servers:
             found, model = self._resolve_model(args.model)
             if found is not None:
@@ -189,6 +195,20 @@ class MagicsBase(Magics):
         if server is None:
             raise UsageError("no server: start one with %vllm_serve MODEL, or pass --url")
         return server.base_url, key or server.api_key, server
+
+    def _close_tunnels_to(self, port: int) -> None:
+        """Close the tunnels to `port` (its server is stopping): the next server on that port, perhaps one
+        without a key, must not become public through them."""
+        for tunnel in (self.tunnels.list() if self.tunnels is not None else []):
+            if tunnel.port != port:
+                continue
+            try:
+                self.tunnels.close(tunnel.public_url)
+            except Exception as exc:  # noqa: BLE001 - the server is stopped already: say what is still open
+                print(self._redact(f"Warning: the tunnel {tunnel.public_url} to port {port} could not be closed "
+                                   f"({exc.__class__.__name__}: {exc}); %ngrok_down --all closes every tunnel."))
+            else:
+                print(f"Closed the tunnel {tunnel.public_url} to port {port}.")
 
     def _redact(self, text: str) -> str:
         """`text` on one line, without the keys and tokens this session knows."""

@@ -9,11 +9,11 @@ import atexit
 
 from IPython.core.magic import magics_class
 
-from vllm_magics.notebook.base import DEFAULT_NAME
 from vllm_magics.notebook.ask import AskMagics
 from vllm_magics.notebook.doctor import DoctorMagics
 from vllm_magics.notebook.history import HistoryMagics
 from vllm_magics.notebook.serve import ServeMagics
+from vllm_magics.notebook.serve_start import adopt_command
 from vllm_magics.notebook.status import StatusMagics
 from vllm_magics.notebook.tunnel import TunnelMagics
 
@@ -99,7 +99,7 @@ def describe_running(magics: VllmMagics) -> str | None:
     for name, server in magics._running_servers().items():
         how = "it keeps running after this kernel exits (--detach)" if server.detach else \
             "it keeps running until you stop it or this kernel exits"
-        again = f"%vllm_serve {server.plan.model}" + ("" if name == DEFAULT_NAME else f" --name {name}")
+        again = adopt_command(name, server.plan)
         lines.append(f"The vLLM server for {server.plan.model} (pid {server.pid}, {server.base_url}) is still "
                      f"running: {how}. %load_ext vllm_magics and {again} adopt it again.")
     return "\n".join(lines) or None

@@ -9,7 +9,7 @@ from IPython.core.magic import line_magic, magics_class
 from vllm_magics.notebook.args import argument, magic_arguments
 from traitlets import Bool, Float, Integer, List, Unicode
 
-from vllm_magics.notebook.base import _parse, _split_passthrough, at_the_edge
+from vllm_magics.notebook.base import DEFAULT_NAME, _parse, _split_passthrough, at_the_edge
 from vllm_magics.notebook.serve_start import ServeStart
 
 _FOLLOW_DEFAULT_S = 60.0
@@ -88,23 +88,40 @@ class ServeMagics(ServeStart):
         from vllm_magics.server.sharing import share_in_argv
 
         host = args.host or self.host
-        port = args.port or self.port
         named = args.name is not None
-        name = self._check_name(args.name) if named else self._default_name()
+        name = self._check_name(args.name) if named else DEFAULT_NAME  # a plain %vllm_serve is the default's
+        hint = "" if name == DEFAULT_NAME else f" --name {name}"
         index = list(self.servers).index(name) if name in self.servers else None
         current = self.servers.get(name)
-        if current is not None and current.is_alive():
-            if not args.restart:
-                who = f"server {name}" if named else "vLLM server"
-                return self._show(self._card(current, f"A {who} is already running", notes=[
-                    f"%vllm_serve MODEL{' --name ' + name if named else ''} --restart replaces it; "
-                    f"%vllm_stop{' ' + name if named else ''} stops it."]))
-            if not args.dry_run:
-                current.stop()
-                self._put(name, None)
+        running = current is not None and current.is_alive()
+        if running and not args.restart:
+            who = "vLLM server" if name == DEFAULT_NAME else f"server {name}"
+            return self._show(self._card(current, f"A {who} is already running", notes=[
+                f"%vllm_serve MODEL{hint} --restart replaces it; %vllm_stop{hint and ' ' + name} stops it."]))
 
         notes = []
-        adopted = self._adoptable(args.model) if named and args.port is None and not args.restart else None
+        gpus = gpu_mod.query_gpus()
+        share, told = (self._gpu_share(gpus, args.gpu_memory_utilization or share_in_argv(extra), name, notes)
+                       if named else (None, None))
+
+        def plan_on(port):
+            try:
+                return plan_serve(
+                    args.model, host=host, port=port, dtype=args.dtype, max_model_len=args.max_model_len,
+                    gpu_memory_utilization=args.gpu_memory_utilization or share,
+                    api_key=False if args.no_api_key else args.api_key, extra_args=extra,
+                    gpus=gpus, vllm_command=list(self.vllm_command), lora=args.lora)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+
+        plan = plan_on(args.port or self.port)  # the whole line is checked before anything is stopped
+        if running and not args.dry_run:
+            current.stop()
+            self._close_tunnels_to(current.plan.port)
+            self._put(name, None)
+        adopted, differs = (self._adoptable(plan) if named and args.port is None and not args.restart
+                            else (None, None))
+        notes += [differs] if differs else []
         if adopted is not None:
             port = adopted.plan.port
             if args.dry_run:
@@ -114,36 +131,23 @@ class ServeMagics(ServeStart):
                 adopted.take_over()
                 notes.append(f"vllm_magics started it before on port {port}; this kernel manages it now as {name}.")
         elif named and args.port is None:
-            from vllm_magics.server.ports import next_free_port
-
-            port = next_free_port(host, port)  # beside the others: the next port nobody holds
+            port = self._next_port(host, self.port, name)  # beside the others: the next port nobody holds
             if port is None:
                 raise UsageError(f"no free port from {self.port} on: pass --port")
         else:
-            holder = next((n for n, s in self.servers.items() if n != name and s.plan.port == port and s.is_alive()),
-                          None)
-            if holder is not None:  # --restart must not stop another named server
-                raise UsageError(f"port {port} is server {holder}'s: choose another --port, or %vllm_stop {holder}")
+            port = args.port or self._first_unheld(self.port, name)
+            if args.port is not None:
+                self._check_port_is_not_held(port, name)
             try:
-                port, adopted = self._choose_port(host, port, args, notes)
+                port, adopted = self._choose_port(host, port, args, notes, plan, name)
             except ValueError as exc:  # a --host that is no address
                 raise UsageError(str(exc)) from None
         if adopted is not None and not args.dry_run:
             self._put(name, adopted, index)
             return self._show(self._card(adopted, "Adopted the vLLM server already running on this port" +
                                          (f" as {name}" if named else ""), notes=notes))
-
-        gpus = gpu_mod.query_gpus()
-        share, told = (self._gpu_share(gpus, args.gpu_memory_utilization or share_in_argv(extra), name, notes)
-                       if named else (None, None))
-        try:
-            plan = plan_serve(
-                args.model, host=host, port=port, dtype=args.dtype, max_model_len=args.max_model_len,
-                gpu_memory_utilization=args.gpu_memory_utilization or share,
-                api_key=False if args.no_api_key else args.api_key, extra_args=extra,
-                gpus=gpus, vllm_command=list(self.vllm_command), lora=args.lora)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        if port != plan.port:
+            plan = plan_on(port)
         if told:
             from vllm_magics.server.plan import ChosenDefault
 
@@ -174,7 +178,7 @@ class ServeMagics(ServeStart):
 
     # -- %vllm_stop --------------------------------------------------------------------------
     @magic_arguments()
-    @argument("name", nargs="?", default=None, help="The server to stop (default: the first one)")
+    @argument("name", nargs="?", default=None, help="The server to stop (default: the first running one)")
     @argument("--all", action="store_true", help="Stop every server this kernel manages")
     @argument("--now", action="store_true", help="SIGKILL at once instead of a graceful stop")
     @line_magic
@@ -194,13 +198,12 @@ class ServeMagics(ServeStart):
         if args.name is not None:
             name, server = args.name, self._server_named(args.name)
         else:
-            name, server = self._default_name(), self.server
+            name, server = self._default_entry()
         if server is None:
             print("No vLLM server is managed by this kernel.")
             return
-        self._stop_one(server, args.now, f"server {name}" if args.name is not None else "vLLM server")
-        if len(self.servers) > 1 and self._running_servers():
-            self._put(name, server, len(self.servers) - 1)  # the default is a running server now
+        self._stop_one(server, args.now, "vLLM server" if args.name is None and name == DEFAULT_NAME
+                       else f"server {name}")
 
     def _stop_one(self, server, now: bool, what: str) -> None:
         t0 = time.monotonic()
@@ -213,10 +216,12 @@ class ServeMagics(ServeStart):
             msg += f", exit code {code}"
         print(msg + ("." if not left else f"; still alive: {left}"))
         print(f"Its log stays at {server.log_path}")
+        if not any(s.plan.port == server.plan.port and s.is_alive() for s in self.servers.values()):
+            self._close_tunnels_to(server.plan.port)
 
     # -- %vllm_logs --------------------------------------------------------------------------
     @magic_arguments()
-    @argument("name", nargs="?", default=None, help="The server whose log to show (default: the first one)")
+    @argument("name", nargs="?", default=None, help="The server whose log to show (default: the first running one)")
     @argument("-n", "--lines", type=int, default=40, help="How many lines (default 40)")
     @argument("--follow", nargs="?", type=float, const=_FOLLOW_DEFAULT_S, default=None, metavar="SECONDS",
               help=f"Keep printing new lines for SECONDS (default {_FOLLOW_DEFAULT_S:.0f}), until "

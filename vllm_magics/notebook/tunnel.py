@@ -107,6 +107,8 @@ class TunnelMagics(MagicsBase):
             server = self._server_named(args.server)
             if not server.is_alive():
                 raise UsageError(f"server {args.server} is not running: %vllm_status {args.server} says why")
+        elif args.port is not None:  # a managed server's port is that server (its key guards the tunnel)
+            server = next((s for s in self.servers.values() if s.plan.port == args.port and s.is_alive()), None)
         port = args.port or (server.plan.port if server is not None else None)
         if port is None:
             raise UsageError("no server to share: start one with %vllm_serve MODEL, or pass --port")

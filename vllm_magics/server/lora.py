@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 # vllm/config/lora.py (0.32): MaxLoRARanks = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]; default 16.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 VLLM_DEFAULT_RANK = 16
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch: `$` would pass a trailing newline
 _CONFIG_BYTES = 1_000_000  # an adapter_config.json is a few hundred bytes
 
 
@@ -39,10 +39,14 @@ def parse_adapter(spec: str) -> Adapter:
     name, source = name.strip(), source.strip()
     if not sep or not name or not source:
         raise ValueError(f"--lora {spec!r}: give NAME=PATH_OR_REPO, e.g. --lora pineapple=./my-adapter")
-    if not _NAME.match(name):
-        raise ValueError(f"--lora {spec!r}: the adapter name {name!r} must be letters, digits, '.', '_' or '-' "
-                         "(it is what %%ask --model sends)")
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"--lora {spec!r}: the adapter name {name!r} must be letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit (it is what %%ask --model sends)")
+    local = source.startswith((".", "/", "~"))
     source = os.path.expanduser(source)
+    if local and not os.path.isdir(source):  # vLLM would fail only after loading the model, minutes later
+        raise ValueError(f"--lora {spec!r}: {source} is not a folder (a local adapter is the folder holding "
+                         "adapter_config.json; a Hugging Face repo id looks like owner/name)")
     # A local folder is passed whole: the server may run from another working folder than this one.
     return Adapter(name, os.path.abspath(source) if os.path.isdir(source) else source)
 
@@ -66,7 +70,7 @@ def adapter_rank(source: str) -> tuple[int | None, str]:
             config = json.loads(f.read(_CONFIG_BYTES))
     except FileNotFoundError:
         return None, f"{source} has no adapter_config.json (is it a peft LoRA adapter?)"
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
         return None, f"{path} could not be read ({exc.__class__.__name__})"
     r = config.get("r") if isinstance(config, dict) else None
     if not isinstance(r, int) or isinstance(r, bool) or r < 1:
@@ -101,7 +105,7 @@ def lora_flags(adapters: Sequence[Adapter], given: Callable[[str], bool], on_cpu
     if not given("--enable-lora"):
         out.argv.append("--enable-lora")
     if not given("--lora-modules"):
-        out.argv += ["--lora-modules"] + [f"{a.name}={a.source}" for a in adapters]
+        out.argv += ["--lora-modules"] + [module_arg(a) for a in adapters]
     else:
         out.notes.append("your --lora-modules is passed as given, in place of the --lora adapters")
     if not given("--max-lora-rank"):
@@ -134,29 +138,45 @@ def lora_flags(adapters: Sequence[Adapter], given: Callable[[str], bool], on_cpu
     return out
 
 
+def module_arg(adapter: Adapter) -> str:
+    """One --lora-modules item. vLLM's LoRAParserAction (vllm/entrypoints/launchers/cli_args.py, 0.32) reads
+    `name=path` only when the item has no ',' (else it parses JSON): a source with a comma goes as JSON."""
+    if "," in adapter.source:
+        return json.dumps({"name": adapter.name, "path": adapter.source})
+    return f"{adapter.name}={adapter.source}"
+
+
 def lora_names(argv: Sequence[str]) -> list[str]:
     """The adapter names a `vllm serve` command line serves (its --lora-modules, either spelling)."""
-    names: list[str] = []
+    return [name for name, _ in lora_modules(argv)]
+
+
+def lora_modules(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, path) of each adapter a `vllm serve` command line serves (its --lora-modules, either spelling)."""
+    modules: list[tuple[str, str]] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
         if arg in ("--lora-modules", "--lora_modules"):
             i += 1
             while i < len(argv) and not argv[i].startswith("-"):
-                names += _module_name(argv[i])
+                modules += _module(argv[i])
                 i += 1
             continue
         if arg.startswith(("--lora-modules=", "--lora_modules=")):
-            names += _module_name(arg.split("=", 1)[1])
+            modules += _module(arg.split("=", 1)[1])
         i += 1
-    return names
+    return modules
 
 
-def _module_name(item: str) -> list[str]:
+def _module(item: str) -> list[tuple[str, str]]:
     if "=" in item and "," not in item:  # vLLM's LoRAParserAction: old format name=path, else JSON
-        return [item.split("=", 1)[0]]
+        name, path = item.split("=", 1)
+        return [(name, path)]
     try:
         value = json.loads(item)
     except ValueError:
         return []
-    return [str(value["name"])] if isinstance(value, dict) and isinstance(value.get("name"), str) else []
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        return [(value["name"], str(value.get("path", "")))]
+    return []

@@ -233,6 +233,11 @@ def plan_serve(
         defaults += [ChosenDefault(setting, reason) for setting, reason in adapters.defaults]
         notes += adapters.notes
     argv += extra
+    if lora:
+        draft = ServePlan(model, host, port, argv, {}, None)
+        clash = served_model_name(draft)
+        if clash in adapter_names(draft):  # vLLM would serve both under one name: a request could not say which it means
+            raise ValueError(f"--lora {clash}=...: the adapter's name is the served model's name; give it another")
     if api_key:
         # vLLM reads VLLM_API_KEY: unlike --api-key it shows neither in `ps` nor in its
         # "non-default args" log line.
