@@ -1,6 +1,8 @@
 """Stand-ins for the two `google.colab` modules the tunnel code meets (Colab itself cannot run here).
 
-Each imitates googlecolab/colabtools as read on GitHub (read_file of the files named):
+Each imitates googlecolab/colabtools as read on GitHub (read_file of the files named), that is
+https://github.com/googlecolab/colabtools/blob/main/google/colab/userdata.py, .../google/colab/errors.py,
+.../google/colab/output/_util.py (serve_kernel_port_as_*) and .../google/colab/output/_js.py (eval_js):
 - `userdata` after google/colab/userdata.py (the version with TimeoutException): get(key) raises
   ValueError('Please enter a valid secret name') for an empty or non-str key and ValueError('Secret name
   cannot contain spaces or whitespace') for one with whitespace; asks the page (blocking_request,
@@ -82,7 +84,14 @@ def userdata(monkeypatch, secrets: dict) -> types.ModuleType:
 
 def output(monkeypatch, url=None, fail: bool = False, iframe: bool = True) -> types.ModuleType:
     """`url`: what the page answers to proxyPort; `fail`: eval_js raises (no page, or no answer in time);
-    `iframe=False`: an older Colab without serve_kernel_port_as_iframe."""
+    `iframe=False`: an older Colab without serve_kernel_port_as_iframe.
+
+    What the real eval_js does when the page does not answer: _js.py waits in
+    google.colab/_message.py read_reply_from_input(request_id, timeout_sec), which returns None when
+    the time is up (that is `url=None` here) and raises MessageError (a google.colab.errors.Error)
+    when the page answers with an error. The TimeoutError that `fail` raises stands for that error
+    reply; its type is a GUESS (the code under test catches any Exception there).
+    The warning printed by serve_kernel_port_as_window is quoted from _util.py."""
     out = types.ModuleType("google.colab.output")
     out.calls = []
 

@@ -52,8 +52,7 @@ class GrowingText:
         if i >= n:
             return ""
         first = pieces[i]
-        head = first[offset - (ends[i] - len(first)):]
-        return head + "".join(pieces[i + 1:n]) if i + 1 < n else head
+        return first[offset - (ends[i] - len(first)):] + "".join(pieces[i + 1:n])
 
     def __str__(self) -> str:
         if len(self._pieces) > 1:
@@ -86,7 +85,6 @@ class ReasoningSplitter:
         self.source: str | None = None
         self._pending = ""  # content held back: could be the start of a tag
         self._in_think = False
-        self._seen_open = False
         self._seen_close = False
         self.reasoning_done = False  # the answer has started after some reasoning
 
@@ -115,8 +113,6 @@ class ReasoningSplitter:
     def _feed_content(self, text: str) -> None:
         text = self._pending + text
         self._pending = ""
-        # Tags are looked for only while the server has sent no reasoning field (then it parsed them).
-        tags_possible = self.source in (None, "tags")
         while text:
             if self._in_think:
                 i = text.find(CLOSE)
@@ -130,7 +126,9 @@ class ReasoningSplitter:
                 text = text[i + len(CLOSE):].lstrip("\n")
                 continue
             keep = 0
-            if tags_possible and not self._seen_close:
+            # Tags are looked for until the first one (the source becomes "tags"), and only while the
+            # server has sent no reasoning field (then it parsed them itself).
+            if self.source is None:
                 i_open, i_close = text.find(OPEN), text.find(CLOSE)
                 if i_close >= 0 and (i_open < 0 or i_close < i_open):
                     # A closing tag first: the chat template opened the thought in the prompt, so
@@ -141,11 +139,10 @@ class ReasoningSplitter:
                     self._seen_close = True
                     text = text[i_close + len(CLOSE):].lstrip("\n")
                     continue
-                if i_open >= 0 and not self._seen_open and not self.answer_text.visible \
-                        and not text[:i_open].strip():
+                if i_open >= 0 and not self.answer_text.visible and not text[:i_open].strip():
                     self.source = "tags"
                     self.answer_text = GrowingText()
-                    self._in_think = self._seen_open = True
+                    self._in_think = True
                     text = text[i_open + len(OPEN):].lstrip("\n")
                     continue
                 keep = _partial_tag_suffix(text)

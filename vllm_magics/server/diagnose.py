@@ -49,25 +49,25 @@ def _compile() -> list:
     return _compiled
 
 
-# A plain string, like the table: re compiles and caches it on first use.
-_SOURCE_LINE = r"^\s*(?:raise\b|File \")"  # a quoted source line in a traceback
+# The start of a quoted source line in a traceback. A plain string, like the table: re compiles and
+# caches it on first use.
+_SOURCE_LINE = r"[^\S\n]*(?:raise\b|File \")"
 
 
-def _line_of(log: str, pos: int) -> str:
-    start = log.rfind("\n", 0, pos) + 1
-    end = log.find("\n", pos)
-    return log[start: end if end != -1 else len(log)]
+def _on_source_line(log: str, pos: int) -> bool:
+    """Whether `pos` is on a quoted source line (only the start of its line is read)."""
+    return re.compile(_SOURCE_LINE).match(log, log.rfind("\n", 0, pos) + 1) is not None
 
 
 def _best_match(rx: "re.Pattern", log: str, first: "re.Match") -> "re.Match":
     """Prefer a match on the line that states the error over one in a quoted source line
     (`raise RuntimeError("Failed to infer device type")`)."""
-    if not re.match(_SOURCE_LINE, _line_of(log, first.start())):
+    if not _on_source_line(log, first.start()):
         return first
     for n, m in enumerate(rx.finditer(log)):
         if n > 50:
             break
-        if not re.match(_SOURCE_LINE, _line_of(log, m.start())):
+        if not _on_source_line(log, m.start()):
             return m
     return first
 

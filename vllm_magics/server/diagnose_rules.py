@@ -9,25 +9,24 @@ Stdlib only.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from vllm_magics.doctor.flag_errors import REJECTED_FLAG_RULE
 
 EVIDENCE_MAX = 300
 
 
+@dataclass(frozen=True)
 class Rule:
     """One known failure. `summary` and `fix` are each a fixed string or a function
     (groups, log_text) -> str, for text that quotes values from the match or from elsewhere in the log."""
 
-    __slots__ = ("key", "patterns", "summary", "fix", "suppressed_by", "exit_codes")
-
-    def __init__(self, key, patterns, summary, fix, suppressed_by=(), exit_codes=()):
-        self.key = key
-        self.patterns = patterns  # regex sources; the first that matches is the evidence, all fill in groups
-        self.summary = summary
-        self.fix = fix
-        self.suppressed_by = suppressed_by  # keys that, when also found, make this rule redundant
-        self.exit_codes = exit_codes  # exit codes that alone are enough evidence
+    key: str
+    patterns: tuple  # regex sources; the first that matches is the evidence, all fill in groups
+    summary: object  # str, or (groups, log) -> str
+    fix: object
+    suppressed_by: tuple = ()  # keys that, when also found, make this rule redundant
+    exit_codes: tuple = ()  # exit codes that alone are enough evidence
 
 
 # ---------------------------------------------------------------- helpers used by the fixes
@@ -35,8 +34,8 @@ class Rule:
 
 def _num(s: str | None) -> float | None:
     try:
-        return float(s) if s is not None else None
-    except ValueError:
+        return float(s)
+    except (TypeError, ValueError):  # no such group (None), or digits and dots that are no number
         return None
 
 
@@ -187,7 +186,7 @@ def _fix_model_not_found(g: dict, log: str) -> str:
         return (f"`{path}` is not an existing folder: check the path (`!ls {path}`); a local model folder "
                 f"must contain config.json and the weights. For a hub model use its id, `org/name`.")
     model = _word_before(log, _NOT_LOCAL) or g.get("model") or path
-    what = f"`{model}`" if model else "The model id"
+    what = f"`{model}`" if model else "the model id"
     return (f"Check the spelling of {what} on https://huggingface.co/models (ids look like "
             f"`Qwen/Qwen2.5-0.5B-Instruct`, case matters). If it is a private repo, set `HF_TOKEN`.")
 
@@ -252,7 +251,10 @@ RULES: tuple[Rule, ...] = (
             # restarts at every character of a long line without spaces: quadratic).
             _NOT_LOCAL,
             r"RepositoryNotFoundError",
-            r"Repository Not Found for url: \S*?huggingface\.co/(?P<model>[\w.-]+/[\w.-]+)/",
+            # The hub's API URL (.../api/models/ID/revision/...) and a file URL (.../ID/resolve/...); an id
+            # may lack its namespace.
+            r"Repository Not Found for url: \S*?huggingface\.co/api/models/(?P<model>[\w.-]+(?:/[\w.-]+)?)/revision/",
+            r"Repository Not Found for url: \S*?huggingface\.co/(?!api/)(?P<model>[\w.-]+/[\w.-]+)/",
             r"Repository Not Found for url",
             r"Invalid repository ID or local directory specified: '(?P<path>[^']+)'",
         ),
@@ -267,7 +269,8 @@ RULES: tuple[Rule, ...] = (
             r"Cannot access gated repo",
             r"Access to model (?P<model>[\w.-]+/[\w.-]+) is restricted",
             r"have access to it at https://huggingface\.co/(?P<model>[\w.-]+/[\w.-]+?)\.?(?=\s|$)",
-            r"(?:401|403) Client Error: \w+ for url: \S*?huggingface\.co/(?P<model>[\w.-]+/[\w.-]+)/",
+            r"(?:401|403) Client Error: \w+ for url: \S*?huggingface\.co/api/models/(?P<model>[\w.-]+/[\w.-]+)/",
+            r"(?:401|403) Client Error: \w+ for url: \S*?huggingface\.co/(?!api/)(?P<model>[\w.-]+/[\w.-]+)/",
             r"(?:401|403) Client Error",
         ),
         suppressed_by=("model_not_found",),

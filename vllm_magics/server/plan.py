@@ -93,10 +93,9 @@ def new_api_key() -> str:
 def _flag_given(args: list[str], flag: str) -> bool:
     stem = flag.lstrip("-")
     for a in args:
-        if a == flag or a.startswith(flag + "="):
-            return True
-        # vLLM accepts --max_model_len as well as --max-model-len, and --no-X for booleans.
-        if a.lstrip("-").split("=")[0].replace("_", "-") in (stem, "no-" + stem):
+        # A value is not a flag: `--served-model-name dtype` does not give --dtype. vLLM accepts
+        # --max_model_len as well as --max-model-len, and --no-X for booleans.
+        if a.startswith("-") and a.lstrip("-").split("=")[0].replace("_", "-") in (stem, "no-" + stem):
             return True
     return False
 
