@@ -11,10 +11,20 @@ rig:
 demo: rig
 	$(PY) scripts/run_demo.py offline_cpu_demo
 
+# The whole suite on the rig's Python, on TEST_WORKERS pytest-xdist workers (tests/conftest.py keeps the tests
+# of the session servers on one worker and those that start their own vLLM on another), and beside it
+# scripts/compat.sh (the fast tests on 3.10 and 3.13): those mostly wait on stand-ins and deadlines, so they
+# cost little CPU next to vLLM. compat.sh's output is printed after pytest's; either failing fails the target.
+TEST_WORKERS ?= 4
 test: rig
 	scripts/setup_browser.sh
-	$(PY) -m pytest
-	scripts/compat.sh
+	@echo "[test] scripts/compat.sh runs beside pytest; its output follows (and is in .rig/compat.log)"
+	@scripts/compat.sh > .rig/compat.log 2>&1 & compat=$$!; \
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup; tests=$$?; \
+	wait $$compat; compat=$$?; \
+	cat .rig/compat.log; \
+	echo "[test] pytest exit $$tests, compat.sh exit $$compat"; \
+	[ $$tests -eq 0 ] && [ $$compat -eq 0 ]
 
 bench: rig
 	$(PY) bench/run_all.py

