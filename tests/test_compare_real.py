@@ -110,7 +110,7 @@ def test_two_servers_answer_side_by_side_and_the_view_reads_well_at_notebook_wid
         for server in servers:
             server.stop()
     for pgid in pgids:
-        assert wait_until(lambda: process.group_members(pgid) == [], 30), process.group_members(pgid)
+        assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
         assert not [p for p in vllm_processes() if f" {pgid} " in f" {p} "]
 
     # The view in a browser: the final columns, and the live view of the same answers.

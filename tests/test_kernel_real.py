@@ -62,7 +62,7 @@ def test_progress_is_live_and_sigkill_of_the_kernel_leaves_no_vllm_process(kerne
     assert len(process.group_members(pgid)) >= 2
 
     os.kill(km.provisioner.pid, signal.SIGKILL)
-    assert wait_until(lambda: process.group_members(pgid) == [], 30), process.group_members(pgid)
+    assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
     assert not [p for p in vllm_processes() if f"--port {port}" in p]
 
 
@@ -91,7 +91,7 @@ def test_reloading_the_extension_adopts_the_kernels_server_and_shutdown_stops_it
     assert supervisors_started_by(km.provisioner.pid) == [pgid]  # one server, not a second on the next port
 
     km.shutdown_kernel(now=False)
-    assert wait_until(lambda: process.group_members(pgid) == [], 30), process.group_members(pgid)
+    assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
 
 
 def generated_tokens(base_url) -> float:
@@ -142,7 +142,7 @@ def test_ask_streams_in_place_and_an_interrupt_aborts_the_request(kernel, smollm
     assert "partial answer stays above" in reply["content"]["evalue"]
     final = [m for m in messages if m["msg_type"] in ("display_data", "update_display_data")][-1]["content"]["data"]
     assert "Interrupted" in final["text/plain"] and len(final["text/plain"]) > 80
-    assert wait_until(lambda: running_requests(url) == 0, 5)
+    assert wait_until(lambda: running_requests(url) == 0, 60)
     assert printed(run(kc, "print(_ask.interrupted, len(_ask.text) > 20)")).split() == ["True", "True"]
 
 

@@ -74,5 +74,5 @@ def test_an_adapter_is_listed_with_its_base_and_answers_differently(rig, tmp_pat
         assert "pineapple" not in both[0].text.lower() and "pineapple" in both[1].text.lower()
     finally:
         server.stop()
-    assert wait_until(lambda: process.group_members(pgid) == [], 30), process.group_members(pgid)
+    assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
     assert not [p for p in vllm_processes() if f" {pgid} " in f" {p} "]

@@ -123,7 +123,7 @@ def test_two_named_servers_compare_side_by_side_and_leave_no_process(kernel, rig
     out = printed(run(kc, "%vllm_stop --all"))
     assert "Stopped the server smol" in out and "Stopped the server r1" in out
     for pgid in pgids.values():
-        assert wait_until(lambda: process.group_members(pgid) == [], 30), process.group_members(pgid)
+        assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
         assert not [p for p in vllm_processes() if f" {pgid} " in f" {p} "]
 
     # Started again, and the kernel killed: no server outlives it.
@@ -133,5 +133,5 @@ def test_two_named_servers_compare_side_by_side_and_leave_no_process(kernel, rig
     assert set(again) == {"smol", "r1"} and all(process.group_members(g) for g in again.values())
     os.kill(km.provisioner.pid, signal.SIGKILL)
     for pgid in again.values():
-        assert wait_until(lambda: process.group_members(pgid) == [], 30), process.group_members(pgid)
+        assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
         assert not [p for p in vllm_processes() if f" {pgid} " in f" {p} "]

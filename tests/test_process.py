@@ -24,7 +24,7 @@ def launch(tmp_path, *args, detach=False, max_log_bytes=10_000_000):
 
 def test_exit_code_is_recorded_and_both_streams_reach_the_log(tmp_path):
     proc = launch(tmp_path, "--exit", "3")
-    assert wait_until(lambda: proc.exit_code() is not None, 10)
+    assert wait_until(lambda: proc.exit_code() is not None, 60)
     assert proc.exit_code() == 3 and not proc.is_alive()
     log = (tmp_path / "server.log").read_text()
     assert "stand-in error on stderr" in log and "last spam line" in log
@@ -34,13 +34,13 @@ def test_exit_code_is_recorded_and_both_streams_reach_the_log(tmp_path):
 
 def test_exit_code_zero_is_still_an_exit(tmp_path):
     proc = launch(tmp_path, "--exit", "0")
-    assert wait_until(lambda: proc.exit_code() == 0, 10)
+    assert wait_until(lambda: proc.exit_code() == 0, 60)
     assert not proc.is_alive()
 
 
 def test_log_stays_bounded(tmp_path):
     proc = launch(tmp_path, "--spam", "3000000", "--exit", "0", max_log_bytes=500_000)
-    assert wait_until(lambda: proc.exit_code() is not None, 20)
+    assert wait_until(lambda: proc.exit_code() is not None, 60)
     current, rotated = tmp_path / "server.log", tmp_path / "server.log.1"
     assert rotated.exists()
     assert current.stat().st_size <= 500_000 + 65_536 and rotated.stat().st_size <= 500_000 + 65_536
@@ -49,7 +49,7 @@ def test_log_stays_bounded(tmp_path):
 
 def test_graceful_stop_leaves_no_process(tmp_path):
     proc = launch(tmp_path)
-    assert wait_until(lambda: proc.pid and "up" in (tmp_path / "server.log").read_text(), 10)
+    assert wait_until(lambda: proc.pid and "up" in (tmp_path / "server.log").read_text(), 60)
     assert len(proc.members()) == 2  # supervisor + command
     assert proc.terminate(grace=5) == process.StopStep.TERMINATED
     assert proc.members() == []
@@ -58,7 +58,7 @@ def test_graceful_stop_leaves_no_process(tmp_path):
 
 def test_a_child_that_ignores_sigterm_is_killed_with_the_group(tmp_path):
     proc = launch(tmp_path, "--tracker")
-    assert wait_until(lambda: "tracker up" in (tmp_path / "server.log").read_text(), 10)
+    assert wait_until(lambda: "tracker up" in (tmp_path / "server.log").read_text(), 60)
     assert len(proc.members()) == 3
     assert proc.terminate(grace=60) == process.StopStep.KILLED
     assert proc.members() == []
@@ -73,7 +73,7 @@ def test_a_child_that_ignores_sigterm_is_killed_with_the_group(tmp_path):
 
 def test_a_leader_that_ignores_sigterm_is_killed_after_the_grace(tmp_path):
     proc = launch(tmp_path, "--ignore-term")
-    assert wait_until(lambda: "up" in (tmp_path / "server.log").read_text(), 10)
+    assert wait_until(lambda: "up" in (tmp_path / "server.log").read_text(), 60)
     t0 = time.monotonic()
     assert proc.terminate(grace=1.0) == process.StopStep.KILLED
     assert time.monotonic() - t0 >= 1.0
@@ -83,7 +83,7 @@ def test_a_leader_that_ignores_sigterm_is_killed_after_the_grace(tmp_path):
 def test_command_not_found_is_reported(tmp_path):
     proc = process.launch_supervised(["/nonexistent/vllm", "serve"], env=dict(os.environ),
                                      log_path=tmp_path / "l", state_path=tmp_path / "s", max_log_bytes=0)
-    assert wait_until(lambda: proc.exit_code() is not None, 10)
+    assert wait_until(lambda: proc.exit_code() is not None, 60)
     assert proc.exit_code() == 127
     assert "could not start /nonexistent/vllm" in (tmp_path / "l").read_text()
 
@@ -104,7 +104,7 @@ def _parent_then_sigkill(tmp_path, detach):
                          state=str(tmp_path / "state"), detach=detach)
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     pgid = int(parent.stdout.readline())
-    assert wait_until(lambda: "tracker up" in (tmp_path / "log").read_text(), 10)
+    assert wait_until(lambda: "tracker up" in (tmp_path / "log").read_text(), 60)
     assert len(process.group_members(pgid)) == 3
     parent.send_signal(signal.SIGKILL)
     parent.wait()
@@ -113,7 +113,7 @@ def _parent_then_sigkill(tmp_path, detach):
 
 def test_the_group_dies_with_the_process_that_started_it_even_on_sigkill(tmp_path):
     pgid = _parent_then_sigkill(tmp_path, detach=False)
-    assert wait_until(lambda: process.group_members(pgid) == [], 20), process.group_members(pgid)
+    assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
     assert "is gone: stopping the server" in (tmp_path / "log").read_text()
 
 
@@ -143,11 +143,11 @@ def test_a_full_disk_does_not_stop_the_supervisor(tmp_path):
         proc = launch(tmp_path, "--spam", "1000000")
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    assert wait_until(lambda: proc.state().get("log_write_error"), 20), proc.state()
+    assert wait_until(lambda: proc.state().get("log_write_error"), 60), proc.state()
     assert "File too large" in proc.state()["log_write_error"]
     assert (tmp_path / "server.log").stat().st_size <= 50_000
     # The stand-in wrote all of it (the pipe was drained) and runs on, supervised.
-    assert wait_until(lambda: proc.popen.poll() is None and proc.is_alive() and len(proc.members()) == 2, 5)
+    assert wait_until(lambda: proc.popen.poll() is None and proc.is_alive() and len(proc.members()) == 2, 60)
     assert proc.supervisor_is_ours()
     assert proc.terminate(grace=5) == process.StopStep.TERMINATED
     assert proc.exit_code() == -signal.SIGTERM and proc.members() == []
@@ -156,11 +156,11 @@ def test_a_full_disk_does_not_stop_the_supervisor(tmp_path):
 
 def test_the_command_dies_with_a_sigkilled_supervisor(tmp_path):
     proc = launch(tmp_path, detach=True)  # no watch of this process: only the supervisor's death matters
-    assert wait_until(lambda: proc.pid and "up" in (tmp_path / "server.log").read_text(), 10)
+    assert wait_until(lambda: proc.pid and "up" in (tmp_path / "server.log").read_text(), 60)
     pid, pgid = proc.pid, proc.pgid
     os.kill(proc.supervisor_pid, signal.SIGKILL)
     proc.popen.wait(5)
-    assert wait_until(lambda: process.group_members(pgid) == [], 10), process.group_members(pgid)
+    assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
     assert not process.pid_alive(pid)
 
 
@@ -204,7 +204,7 @@ def squat(port):
     from vllm_magics.server.ports import port_holders
 
     squatter = subprocess.Popen([sys.executable, "-c", SQUATTER, str(port)], start_new_session=True)
-    assert wait_until(lambda: port_holders(port), 10)
+    assert wait_until(lambda: port_holders(port), 60)
     return squatter
 
 
@@ -265,7 +265,7 @@ def test_stale_state_is_not_adopted_and_never_signalled(tmp_path):
     port = free_port()
     server = standin_server(tmp_path, port, detach=True)
     server.start()
-    assert wait_until(lambda: server.pid and server.is_alive(), 10)
+    assert wait_until(lambda: server.pid and server.is_alive(), 60)
     found = VllmServer.find(tmp_path / "home", port)
     assert found is not None and found.pid == server.pid and found.api_key == server.api_key
     # Hard-killed: the whole group at once, nothing cleaned up.
@@ -305,7 +305,7 @@ def test_a_squatter_on_the_port_of_a_live_server_of_ours_stops_adoption(tmp_path
     server = standin_server(tmp_path, port, detach=True)
     server.start()
     try:
-        assert wait_until(lambda: server.pid and server.is_alive(), 10)
+        assert wait_until(lambda: server.pid and server.is_alive(), 60)
         assert VllmServer.find(tmp_path / "home", port).owner() == "this process"
         squatter = squat(port)
         try:
@@ -327,7 +327,7 @@ FORK = textwrap.dedent("""
     ip.run_line_magic("load_ext", "vllm_magics")
     server = standin_server(pathlib.Path({tmp!r}), {port})
     server.start()
-    assert wait_until(lambda: server.pid and server.is_alive(), 10)
+    assert wait_until(lambda: server.pid and server.is_alive(), 60)
     ip._vllm_magics.server = server
     child = os.fork()
     if child == 0:

@@ -37,16 +37,16 @@ def test_open_reaches_upstream_and_streams_sse(make_manager, upstream):
     assert t.openai_base_url == t.public_url + "/v1"
     assert t.upstream == f"http://127.0.0.1:{upstream.port}" and not t.basic_auth
 
-    assert requests.get(t.public_url + "/health", timeout=5).status_code == 200
-    assert requests.get(t.openai_base_url + "/models", timeout=5).status_code == 401
-    r = requests.get(t.openai_base_url + "/models", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5)
+    assert requests.get(t.public_url + "/health", timeout=30).status_code == 200
+    assert requests.get(t.openai_base_url + "/models", timeout=30).status_code == 401
+    r = requests.get(t.openai_base_url + "/models", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
     assert r.json()["data"][0]["id"] == "m"
-    r = requests.post(t.public_url + "/echo", data=b'{"x": 1}', timeout=5)
+    r = requests.post(t.public_url + "/echo", data=b'{"x": 1}', timeout=30)
     assert r.json() == {"method": "POST", "body": '{"x": 1}'}
-    assert health_through(t.public_url, timeout=5) == 200
+    assert health_through(t.public_url, timeout=30) == 200
 
     # SSE: the first event arrives while the upstream still holds the second back.
-    with requests.get(t.public_url + "/sse", stream=True, timeout=5) as resp:
+    with requests.get(t.public_url + "/sse", stream=True, timeout=30) as resp:
         it = resp.iter_content(chunk_size=None)
         got = b""
         while b"data: 1" not in got:
@@ -132,12 +132,12 @@ def test_inspection_is_off(make_manager, upstream, record):
     assert post["body"]["inspect"] is False
     assert post["body"]["upstream"] == {"url": f"http://127.0.0.1:{upstream.port}"}
     assert yaml.safe_load(m.config_path.read_text())["agent"]["inspect_db_size"] == -1
-    detail = requests.get(f"{m.api_url}/api/endpoints/{t.name}", timeout=5).json()
+    detail = requests.get(f"{m.api_url}/api/endpoints/{t.name}", timeout=30).json()
     assert detail["inspect"] is False
 
-    r = requests.get(t.openai_base_url + "/models", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5)
+    r = requests.get(t.openai_base_url + "/models", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
     assert r.status_code == 200
-    captured = requests.get(f"{m.api_url}/api/requests/http", timeout=5).json()
+    captured = requests.get(f"{m.api_url}/api/requests/http", timeout=30).json()
     assert captured["requests"] == []
 
 
@@ -152,9 +152,9 @@ def test_the_standin_keeps_headers_when_inspection_is_on(ngrok_bin, tmp_path, up
         "authtoken": TOKEN, "web_addr": f"127.0.0.1:{free_port()}"}}))
     cfg = PyngrokConfig(ngrok_path=str(ngrok_bin), config_path=str(conf_path))
     t = ngrok.connect(str(upstream.port), pyngrok_config=cfg)
-    requests.get(t.public_url + "/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5)
+    requests.get(t.public_url + "/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
     api = ngrok.get_ngrok_process(cfg).api_url
-    (req,) = requests.get(f"{api}/api/requests/http", timeout=5).json()["requests"]
+    (req,) = requests.get(f"{api}/api/requests/http", timeout=30).json()["requests"]
     assert req["request"]["headers"]["Authorization"] == [f"Bearer {API_KEY}"]
 
 
@@ -174,11 +174,11 @@ def test_the_old_auth_option_is_refused_basic_auth_is_a_traffic_policy(make_mana
     policy = json.loads(_api_requests(record)[-1]["body"]["traffic_policy"])
     assert policy["on_http_request"][0]["actions"][0] == {
         "type": "basic-auth", "config": {"credentials": [f"student:{PASSWORD}"]}}
-    assert requests.get(t.public_url + "/health", timeout=5).status_code == 401
+    assert requests.get(t.public_url + "/health", timeout=30).status_code == 401
     assert health_through(t.public_url) == 401
     assert health_through(t.public_url, basic_auth=("student", PASSWORD)) == 200
     # The API key rides in the same header: a client cannot send both (browser use only).
-    r = requests.get(t.openai_base_url + "/models", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5)
+    r = requests.get(t.openai_base_url + "/models", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
     assert r.status_code == 401
 
     with pytest.raises(TunnelError, match="8 to 128"):
@@ -202,9 +202,9 @@ def test_browser_warning_page_and_the_skip_header(make_manager, upstream):
     t = m.open(upstream.port, api_key=API_KEY, authtoken=TOKEN)
     browser = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64)"}
     before = len(upstream.seen)
-    r = requests.get(t.public_url + "/health", headers=browser, timeout=5)
+    r = requests.get(t.public_url + "/health", headers=browser, timeout=30)
     assert "ERR_NGROK_6024" in r.text and len(upstream.seen) == before
-    r = requests.get(t.public_url + "/health", headers={**browser, "ngrok-skip-browser-warning": "1"}, timeout=5)
+    r = requests.get(t.public_url + "/health", headers={**browser, "ngrok-skip-browser-warning": "1"}, timeout=30)
     assert r.status_code == 200 and len(upstream.seen) == before + 1
     assert upstream.seen[-1]["headers"]["ngrok-skip-browser-warning"] == "1"
     assert health_through(f"http://127.0.0.1:{free_port()}", timeout=1) is None
@@ -219,7 +219,7 @@ def test_refuses_a_server_without_api_key_unless_insecure(make_manager, upstream
     assert not m.is_running() and _agent_pids(record) == []
 
     t = m.open(upstream.port, api_key=None, insecure=True, authtoken=TOKEN)
-    assert requests.get(t.public_url + "/health", timeout=5).status_code == 200
+    assert requests.get(t.public_url + "/health", timeout=30).status_code == 200
 
 
 # -- the token from Colab Secrets ---------------------------------------------------------------------

@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent("""
     from vllm_magics.tunnel.manager import TunnelManager
 
     ngrok_path, config_path, web_addr, token = sys.argv[1:5]
-    m = TunnelManager(ngrok_path=ngrok_path, config_path=config_path, web_addr=web_addr, startup_timeout=8.0)
+    m = TunnelManager(ngrok_path=ngrok_path, config_path=config_path, web_addr=web_addr, startup_timeout=120.0)
     m.start(authtoken=token, token_source="test")
     agent_pid = m.agent_pid
     proc = m.agent._process.proc  # the Popen pyngrok started (tunnel/agent.py keeps pyngrok's NgrokProcess)

@@ -82,7 +82,7 @@ def make_manager(tmp_path, ngrok_bin):
     def make(**kw):
         kw.setdefault("ngrok_path", ngrok_bin)
         kw.setdefault("config_path", tmp_path / "agent-conf" / "agent.yml")
-        kw.setdefault("startup_timeout", 8.0)
+        kw.setdefault("startup_timeout", 120.0)  # a stand-in agent on a loaded machine: tests that time out set theirs
         kw.setdefault("web_addr", f"127.0.0.1:{free_port()}")
         m = TunnelManager(**kw)
         made.append(m)
