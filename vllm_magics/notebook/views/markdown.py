@@ -10,6 +10,7 @@ backslash escapes, for the notebook's MathJax/KaTeX to typeset. markdown_it is i
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import html
 import re
@@ -17,6 +18,7 @@ import re
 _URL = re.compile(r"(?<![\w/@.])https?://[^\s<>\"'`]+")
 _URL_TAIL = ".,;:!?)]}*_~"  # punctuation that ends a sentence, not a bare URL
 _SAFE_SCHEME = re.compile(r"https?://", re.I)
+_LABEL_END = re.compile(r"\][(\[]")  # where a link's label ends: `](url)` or `][ref]`
 _parser = None
 
 
@@ -58,15 +60,19 @@ def _formatter():
 def _math(state, silent: bool) -> bool:
     """`$x$`, `$$x$$`, `\\(x\\)`, `\\[x\\]` as one token. Runs before backslash escapes (which would turn
     `\\(` into `(`). Stays linear: a `$` looks only as far as the next `$`, and a closer known to be
-    missing is not searched for again."""
+    missing is not searched for again. Inside a link's label, a span stops at the label's end (the link
+    wins: `[a $x](https://e.example) b$` is a link)."""
     src, pos, end_max = state.src, state.pos, state.posMax
+    # Only markdown-it's link rule asks silently, to find where a label ends: there a span stops before
+    # the label's `](` or `][`, or it would swallow the link.
+    limit = min(end_max, _label_end(state, pos)) if silent else end_max
     if src.startswith("$$", pos) or src.startswith("\\(", pos) or src.startswith("\\[", pos):
         closer = {"$": "$$", "(": "\\)", "[": "\\]"}[src[pos + 1]]
         missing = state.env.setdefault("vm_math_missing", {})
-        key = (closer, id(src), end_max)
-        if missing.get(key, end_max + 1) <= pos:
+        key = (closer, id(src), limit)
+        if missing.get(key, limit + 1) <= pos:
             return False
-        close = src.find(closer, pos + 2, end_max)
+        close = src.find(closer, pos + 2, limit)
         if close < 0:
             missing[key] = pos
             return False
@@ -77,8 +83,8 @@ def _math(state, silent: bool) -> bool:
         # Single dollars: not a price ("$5 or $10"), not inside a word, on one line, no space inside the ends.
         if pos > 0 and (src[pos - 1].isalnum() or src[pos - 1] in "\\$_"):
             return False
-        close = src.find("$", pos + 1, end_max)
-        if close < 0 or close == pos + 1 or src[pos + 1].isspace() or src[close - 1].isspace():
+        close = src.find("$", pos + 1, limit)  # never pos + 1: a `$$` took the branch above
+        if close < 0 or src[pos + 1].isspace() or src[close - 1].isspace():
             return False
         if close + 1 < end_max and (src[close + 1].isalnum() or src[close + 1] == "_"):
             return False
@@ -94,6 +100,17 @@ def _math(state, silent: bool) -> bool:
     return True
 
 
+def _label_end(state, pos: int) -> int:
+    """The next `](` or `][` from `pos` on (the text's length if none). One pass over the text finds
+    them all, however many label scans ask: a search per ask would make `[` + `\\( a[b](c ` * n quadratic."""
+    found = state.env.setdefault("vm_label_ends", {})
+    if id(state.src) not in found:
+        found[id(state.src)] = [m.start() for m in _LABEL_END.finditer(state.src)]
+    ends = found[id(state.src)]
+    i = bisect.bisect_left(ends, pos)
+    return ends[i] if i < len(ends) else len(state.src)
+
+
 # -- links: only http(s), new tab; bare URLs become links ---------------------------------------
 def _links(state) -> None:
     """Hide links whose target is not http(s) (their text stays) and turn bare http(s) URLs in text into
@@ -104,17 +121,15 @@ def _links(state) -> None:
     for block in state.tokens:
         if block.type != "inline" or not block.children:
             continue
-        out, opened, depth = [], [], 0
+        out, opened = [], []  # opened: the links we are inside (markdown-it never nests them)
         for tok in block.children:
             if tok.type == "link_open":
                 ok = bool(_SAFE_SCHEME.match(tok.attrGet("href") or ""))
                 tok.hidden = not ok
                 opened.append(tok)
-                depth += 1
             elif tok.type == "link_close" and opened:
                 tok.hidden = opened.pop().hidden
-                depth -= 1
-            elif tok.type == "text" and depth == 0 and "://" in tok.content:
+            elif tok.type == "text" and not opened and "://" in tok.content:
                 out += _autolink(tok.content, Token, state.md)
                 continue
             out.append(tok)
