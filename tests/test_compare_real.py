@@ -2,8 +2,9 @@
 side-by-side view opened in headless Chromium at a notebook's width.
 
 A third column comes from the stand-in server of test_compare.py, whose model writes HTML meant to run
-(ATTACK): the page must show it as text. The magics' wiring (`%%ask --compare`) is tested in a real
-kernel once it lands; this file holds the parts below it."""
+(ATTACK): the page must show it as text. The magics' wiring (`%%ask --compare`, two servers started and
+stopped through %vllm_serve --name) is tested in a real kernel in test_named_servers_real.py; this file holds
+the parts below it, on the session servers."""
 from __future__ import annotations
 
 import json
@@ -13,13 +14,8 @@ import urllib.request
 import pytest
 
 from browser import run_chromium
-from conftest import R1_SERVER_ARGS, SERVER_ENV
-from helpers import free_port, vllm_processes, wait_until
 from test_compare import ATTACK, RecordingSink, SseStandIn
 from vllm_magics.ask.compare import Target, compare, compare_each
-from vllm_magics.server import process
-from vllm_magics.server.manager import VllmServer
-from vllm_magics.server.plan import plan_serve
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -40,14 +36,6 @@ window.addEventListener("load", () => {
     reasoning_blocks: view.querySelectorAll("details.vm-reasoning").length,
     pwned: document.body.getAttribute("data-pwned")});
 });</script>"""
-
-
-def start(vllm: str, model: str, extra: list[str], runtime) -> VllmServer:
-    plan = plan_serve(model, port=free_port(), gpus=[], extra_args=extra, vllm_command=[vllm], environ={})
-    plan.env.update(SERVER_ENV)  # VLLM_CPU_KVCACHE_SPACE=1 each: plan_serve's CPU default
-    server = VllmServer(plan, runtime)
-    server.start()
-    return server
 
 
 def r1_recipe(server) -> dict:
@@ -71,17 +59,16 @@ def layout(tmp_path, html: str, live_html: str, width: int) -> dict:
     return json.loads(found.group(1).replace("&quot;", '"'))
 
 
-def test_two_servers_answer_side_by_side_and_the_view_reads_well_at_notebook_width(rig, tmp_path):
+def test_two_servers_answer_side_by_side_and_the_view_reads_well_at_notebook_width(smollm2_server, r1_server,
+                                                                                    tmp_path):
+    """On the session servers (the same models and flags this test used to start for itself; two servers
+    started at once and stopped with nothing left are tested through %vllm_serve --name in
+    test_named_servers_real.py)."""
     from vllm_magics.notebook.views.compare import LiveCompare, compare_table_html
 
     hostile = SseStandIn()
-    servers = []
     try:
-        servers.append(start(rig["vllm"], rig["smollm2"], [], tmp_path / "smollm2"))
-        servers.append(start(rig["vllm"], rig["tiny_r1"], ["--reasoning-parser", "deepseek_r1"] + R1_SERVER_ARGS, tmp_path / "r1"))
-        for server in servers:  # both start at once; each has its own port, key and process group
-            server.wait_ready(timeout=600)
-        smol, r1 = servers
+        smol, r1 = smollm2_server, r1_server  # two servers at once: each has its own port, key and process group
         assert smol.plan.port != r1.plan.port and smol.pgid != r1.pgid and smol.api_key != r1.api_key
         targets = [Target("SmolLM2", smol.base_url, smol.api_key, params={"max_tokens": 40}),
                    Target("tiny-r1", r1.base_url, r1.api_key, params={"max_tokens": 30, **r1_recipe(r1)}),
@@ -106,12 +93,6 @@ def test_two_servers_answer_side_by_side_and_the_view_reads_well_at_notebook_wid
         assert "Paris" in table.rows[0][0].text and "Rome" in table.rows[1][0].text
     finally:
         hostile.close()
-        pgids = [s.pgid for s in servers]
-        for server in servers:
-            server.stop()
-    for pgid in pgids:
-        assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
-        assert not [p for p in vllm_processes() if f" {pgid} " in f" {p} "]
 
     # The view in a browser: the final columns, and the live view of the same answers.
     replay = LiveCompare([t.label for t in targets], notebook=True, sink=RecordingSink())
