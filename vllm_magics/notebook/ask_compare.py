@@ -173,29 +173,12 @@ def _keep(magics, result, targets, prompt, out) -> None:
 
 
 def _compare_each(magics, args, cell, ns, params, targets, system):
-    from vllm_magics.ask import prompt as prompt_mod
     from vllm_magics.ask.compare import CompareInterrupted, compare_each
+    from vllm_magics.notebook.ask_each import items_of, make_prepare
     from vllm_magics.notebook.views.live import BatchProgress
 
-    if args.each not in ns:
-        raise UsageError(f"--each {args.each}: there is no variable named {args.each}")
-    items = ns[args.each]
-    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
-        raise UsageError(f"--each {args.each}: it must be a list or other iterable of items, "
-                         f"not {type(items).__name__}")
-    items = list(items.itertuples(index=False) if hasattr(items, "itertuples") else items)
-    try:
-        template = prompt_mod.PromptTemplate("" if args.no_template else cell)
-    except prompt_mod.TemplateError as exc:
-        raise UsageError(str(exc)) from None
-    missing = template.missing(ns, provided=("item",))
-    if missing:
-        raise UsageError(f"the prompt uses '{missing[0]}' which is not defined: define it in a cell first, "
-                         "or send the cell as written with --no-template")
-
-    def prepare(item):
-        prompt = cell if args.no_template else template.render(ns, item=item)
-        return prompt, prompt_mod.build_messages(prompt, system)
+    items, _rows = items_of(args.each, ns)
+    prepare = make_prepare(args, cell, ns, system)  # the template checked once, before any request
 
     concurrency = args.concurrency or magics.concurrency
     if concurrency < 1:
