@@ -40,3 +40,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+
+
+ADAPTER = MODELS / "smollm2-lora-pineapple"
+
+
+def rig_adapter(smollm2: str) -> pathlib.Path:
+    """The rig's LoRA adapter (scripts/build_lora.py: rank 8 on q_proj/v_proj, trained to talk about
+    pineapples), built here if scripts/setup_rig.sh has not built it yet (about a minute, needs peft)."""
+    import pytest
+
+    if not (ADAPTER / ".complete").exists():
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            pytest.fail("the rig's LoRA adapter is missing and peft is not installed: run scripts/setup_rig.sh",
+                        pytrace=False)
+        sys.path.insert(0, str(REPO / "scripts"))
+        import build_lora
+
+        build_lora.build(pathlib.Path(smollm2), ADAPTER)
+    return ADAPTER

@@ -1,7 +1,6 @@
-"""%vllm_serve in a real Jupyter kernel (jupyter_client): live progress, and no orphans when the
-kernel goes away, killed with SIGKILL or shut down."""
+"""%vllm_serve in a real Jupyter kernel (jupyter_client): live progress, adoption after %unload_ext, and
+no orphans when the kernel shuts down (killed with SIGKILL: test_named_servers_real.py)."""
 import os
-import signal
 import subprocess
 
 import pytest
@@ -46,7 +45,17 @@ def serve_in_kernel(kc, port):
     return messages, pgid
 
 
-def test_progress_is_live_and_sigkill_of_the_kernel_leaves_no_vllm_process(kernel):
+def supervisors_started_by(pid: int) -> list[int]:
+    """The process groups (supervisors) a kernel started: its children running our supervisor."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    return [int(ln.split()[0]) for ln in out.splitlines()[1:]
+            if int(ln.split()[1]) == pid and "vllm_magics.server.supervisor" in ln]
+
+
+def test_progress_is_live_reloading_adopts_the_server_and_shutdown_stops_it(kernel):
+    """Live progress; then issue 10's bug: after %unload_ext, %vllm_serve of the same model started a second
+    server on the next port, because a server started without --detach was taken for another notebook's.
+    One server for both (a start costs 20-60 s here); SIGKILL of a kernel: test_named_servers_real.py."""
     km, kc = kernel
     port = free_port()
     messages, pgid = serve_in_kernel(kc, port)
@@ -61,24 +70,6 @@ def test_progress_is_live_and_sigkill_of_the_kernel_leaves_no_vllm_process(kerne
     assert "vLLM is ready" in htmls[-1]
     assert len(process.group_members(pgid)) >= 2
 
-    os.kill(km.provisioner.pid, signal.SIGKILL)
-    assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
-    assert not [p for p in vllm_processes() if f"--port {port}" in p]
-
-
-def supervisors_started_by(pid: int) -> list[int]:
-    """The process groups (supervisors) a kernel started: its children running our supervisor."""
-    out = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
-    return [int(ln.split()[0]) for ln in out.splitlines()[1:]
-            if int(ln.split()[1]) == pid and "vllm_magics.server.supervisor" in ln]
-
-
-def test_reloading_the_extension_adopts_the_kernels_server_and_shutdown_stops_it(kernel):
-    """Issue 10: after %unload_ext, %vllm_serve of the same model started a second server on the next
-    port, because a server started without --detach was taken for another notebook's."""
-    km, kc = kernel
-    port = free_port()
-    _, pgid = serve_in_kernel(kc, port)
     pid = int(printed(run(kc, "print(get_ipython()._vllm_magics.server.pid)")))
     out = printed(run(kc, "%unload_ext vllm_magics"))
     assert "is still running" in out and f"%vllm_serve {SMOLLM2} adopt it again" in out
@@ -92,6 +83,7 @@ def test_reloading_the_extension_adopts_the_kernels_server_and_shutdown_stops_it
 
     km.shutdown_kernel(now=False)
     assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
+    assert not [p for p in vllm_processes() if f"--port {port}" in p]
 
 
 def generated_tokens(base_url) -> float:

@@ -121,7 +121,7 @@ def test_a_named_server_gets_a_gpu_share_with_its_reason_and_a_users_flag_wins(s
 
 def test_lora_flags_are_on_the_dry_run_card(shell, capsys):
     if not (ADAPTER / "adapter_config.json").exists():
-        pytest.skip("the rig's adapter is built by scripts/setup_rig.sh (test_lora_real.py builds it too)")
+        pytest.skip("the rig's adapter is built by scripts/setup_rig.sh (helpers.rig_adapter builds it too)")
     shell.run_line_magic("vllm_serve", f"{SMOLLM2} --name base --lora pineapple={ADAPTER} --dry-run")
     out = capsys.readouterr().out
     assert f"--enable-lora --lora-modules pineapple={ADAPTER} --max-lora-rank 8 --max-loras 2" in out

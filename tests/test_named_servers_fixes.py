@@ -20,7 +20,7 @@ from IPython.core.error import UsageError
 
 import test_named_servers
 import tunnel_standin
-from helpers import free_port
+from helpers import free_port, wait_until
 from test_named_servers import unstarted
 from tunnel_standin import TOKEN
 
@@ -124,6 +124,9 @@ def test_a_stopped_server_gives_way_to_the_next_server_on_its_port(fake, capsys)
     assert registry(fake) == {"r1": (base, True)} and magics.server is r1
     assert ask(fake) == f"tiny@{base}"
     capsys.readouterr()
+    # /health answers once the stand-in binds; its supervisor may copy the printed lines to the log a moment
+    # later on a loaded machine (a real vLLM logs hundreds of lines before it binds).
+    assert wait_until(lambda: "stand-in vllm serving tiny" in r1.log_path.read_text(), 60)
     fake.run_line_magic("vllm_logs", "r1 -n 5")
     assert "stand-in vllm serving tiny" in capsys.readouterr().out
     # A plain %vllm_serve searches on past r1's port instead of refusing it.

