@@ -6,6 +6,7 @@ missing: a silent skip would let CI pass without testing the server.
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 
@@ -96,6 +97,23 @@ def require_rig():
 def rig():
     require_rig()
     return {"vllm": str(VLLM_BIN), "smollm2": str(SMOLLM2), "tiny_r1": str(TINY_R1)}
+
+
+@pytest.fixture
+def kernel(rig, monkeypatch):
+    """A real IPython kernel (jupyter_client) and its client, started with this process's environment."""
+    from jupyter_client.manager import KernelManager
+
+    monkeypatch.setenv("VLLM_MAGICS_TEST_KEY", "")  # filled in by tests that talk to a session server
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(env=dict(os.environ))
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    yield km, kc
+    kc.stop_channels()
+    if km.is_alive():
+        km.shutdown_kernel(now=True)
 
 
 @pytest.fixture

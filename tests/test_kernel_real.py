@@ -1,29 +1,13 @@
 """%vllm_serve in a real Jupyter kernel (jupyter_client): live progress, adoption after %unload_ext, and
 no orphans when the kernel shuts down (killed with SIGKILL: test_named_servers_real.py)."""
-import os
 import subprocess
 
 import pytest
-from jupyter_client.manager import KernelManager
 
 from helpers import SMOLLM2, VLLM_BIN, free_port, vllm_processes, wait_until
 from vllm_magics.server import process
 
 pytestmark = [pytest.mark.server, pytest.mark.kernel]
-
-
-@pytest.fixture
-def kernel(rig, monkeypatch):
-    monkeypatch.setenv("VLLM_MAGICS_TEST_KEY", "")  # filled in by tests that talk to a session server
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(env=dict(os.environ))
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
-    yield km, kc
-    kc.stop_channels()
-    if km.is_alive():
-        km.shutdown_kernel(now=True)
 
 
 def run(kc, code, timeout=300, ok=True):

@@ -12,7 +12,6 @@ import os
 import signal
 
 import pytest
-from jupyter_client.manager import KernelManager
 
 from helpers import SMOLLM2, TINY_R1, VLLM_BIN, free_port, rig_adapter, vllm_processes, wait_until
 from test_compare_real import layout
@@ -33,19 +32,6 @@ recipe = {"structured_outputs": {"regex": "I think\\\\.</think>The answer\\\\."}
           "logit_bias": {str(json.load(urllib.request.urlopen(_req, timeout=30))["tokens"][0]): 100},
           "max_tokens": 30}
 """
-
-
-@pytest.fixture
-def kernel(rig):
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(env=dict(os.environ))
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
-    yield km, kc
-    kc.stop_channels()
-    if km.is_alive():
-        km.shutdown_kernel(now=True)
 
 
 def shown(messages) -> list[dict]:

@@ -55,6 +55,26 @@ def test_ngrok_errors_are_plain_and_redacted(make_manager, upstream, record, log
     _assert_secret_free(TOKEN, log_records, str(exc), exc.detail, repr(exc.args), out, err)
 
 
+@pytest.mark.parametrize("mode,cls,code", [("105", NgrokAuthError, "ERR_NGROK_105"),
+                                           ("108", NgrokSessionLimit, "ERR_NGROK_108")])
+def test_an_error_the_agent_printed_as_it_exited_is_still_read(make_manager, upstream, record, log_records,
+                                                               monkeypatch, capfd, mode, cls, code):
+    """pyngrok stops reading the agent's output once the agent has exited (process._start_process checks
+    proc.poll() after each line), with its error maybe still unread: on a loaded machine that said "The
+    ngrok process was unable to start" instead of ngrok's own error (a CI run of ours). The stand-in makes
+    that order certain: its process is gone before its lines are read."""
+    monkeypatch.setenv("FAKE_NGROK_MODE", mode)
+    monkeypatch.setenv("FAKE_NGROK_EXIT_FIRST", "1")
+    m = make_manager()
+    with pytest.raises(cls) as info:
+        m.open(upstream.port, api_key=API_KEY, authtoken=TOKEN, token_source="Colab secret NGROK_AUTHTOKEN")
+    assert info.value.code == code and code in info.value.detail
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    assert not m.is_running()
+    out, err = capfd.readouterr()
+    _assert_secret_free(TOKEN, log_records, str(info.value), info.value.detail, repr(info.value.args), out, err)
+
+
 def _shorten_start_when(m: TunnelManager, ready: threading.Event, to: float = 1.0) -> threading.Thread:
     """Let the agent start under a long limit until `ready` is set, then give it `to` seconds more: what the
     test needs to see (a pid file, a printed error) has happened however busy the machine is."""

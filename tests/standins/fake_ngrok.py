@@ -34,6 +34,10 @@ Knobs (environment):
   FAKE_NGROK_MODE   ok (default) | 4018 | 105 | 108 | silent (print nothing, never answer, never exit: a
                     GUESS at a hung or wrong binary; what matters is that pyngrok then blocks in readline())
                     | offline (serve the API, but only ever print "failed to reconnect session" errors)
+  FAKE_NGROK_EXIT_FIRST  1: the agent's process exits at once, and a child of it says what the agent would
+                    have, in one write as it ends: pyngrok sees the agent gone with its lines still unread, as
+                    a busy machine can make happen with the real agent, which prints its error and exits
+                    (pyngrok's process._start_process stops reading once proc.poll() says the agent exited)
   FAKE_NGROK_RECORD a folder: writes pid-<PID>.json (argv, pid) and appends each API request's body to
                     api-requests.jsonl
   FAKE_NGROK_VERSION  version to print (default 3.24.0)
@@ -76,6 +80,7 @@ from urllib.parse import unquote, urlsplit
 
 VERSION = os.environ.get("FAKE_NGROK_VERSION", "3.24.0")
 MODE = os.environ.get("FAKE_NGROK_MODE", "ok")
+HOLD_OUTPUT = False  # FAKE_NGROK_EXIT_FIRST: everything is written at exit
 RECORD = os.environ.get("FAKE_NGROK_RECORD")
 
 ERR_4018 = ("authentication failed: Usage of ngrok requires a verified account and authtoken.\\n\\n"
@@ -116,7 +121,8 @@ def log(lvl: str, msg: str, **fields) -> None:
         parts.append(f'{k}="{v}"' if (not v or " " in v or "\\" in v) else f"{k}={v}")
     with _out_lock:
         sys.stdout.write(" ".join(parts) + "\n")
-        sys.stdout.flush()
+        if not HOLD_OUTPUT:
+            sys.stdout.flush()
 
 
 def record(name: str, data) -> None:
@@ -457,7 +463,15 @@ def fail(err: str) -> None:
 
 def start(args: list[str]) -> None:
     global LOG_TO_STDOUT
+    global HOLD_OUTPUT
     record(f"pid-{os.getpid()}.json", {"pid": os.getpid(), "argv": sys.argv})
+    if os.environ.get("FAKE_NGROK_EXIT_FIRST") == "1":
+        agent = os.getpid()
+        if os.fork():
+            os._exit(1)
+        while os.getppid() == agent:  # until the agent pyngrok started has gone
+            time.sleep(0.01)
+        HOLD_OUTPUT = True
     if MODE == "silent":
         while True:
             time.sleep(3600)

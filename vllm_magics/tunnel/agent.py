@@ -69,6 +69,51 @@ def _failure_from(exc: BaseException, kind: str, redact: Callable[[str], str]) -
                         status=getattr(exc, "status_code", None), last_lines=last)
 
 
+def _may_have_left_its_error_unread(exc: BaseException) -> bool:
+    """pyngrok (process._start_process) stops reading the agent's output as soon as the agent has exited,
+    with lines maybe still in the pipe: an agent that prints its error (ERR_NGROK_105, 108, ...) and exits
+    at once can leave "The ngrok process was unable to start" and no error (seen on a loaded machine)."""
+    from pyngrok.exception import PyngrokNgrokError
+
+    return isinstance(exc, PyngrokNgrokError) and not exc.ngrok_error
+
+
+def _error_said_after_pyngrok_stopped_reading(np_) -> BaseException | None:
+    """The rest of an exited agent's output (the pipe then holds all it will say), read through pyngrok's
+    own line parser: the exception pyngrok would have raised had it read on, or None."""
+    from pyngrok.exception import PyngrokNgrokError
+
+    if np_.startup_error is not None or np_.proc.poll() is None or np_.proc.stdout is None:
+        return None
+    for line in _remaining_lines(np_.proc.stdout):
+        np_._log_startup_line(line)
+    if np_.startup_error is None:
+        return None
+    return PyngrokNgrokError(f"The ngrok process errored on start: {np_.startup_error}.", np_.logs,
+                             np_.startup_error)
+
+
+def _remaining_lines(stream, max_lines: int = 200, wait: float = 1.0) -> list[str]:
+    """The lines left in an exited agent's output, read for at most `wait` seconds: a child of the agent
+    could hold the pipe open, and nothing here may hang (the reader is then left behind, a daemon)."""
+    lines: list[str] = []
+
+    def read():
+        try:
+            for _ in range(max_lines):
+                line = stream.readline(65536)
+                if not line:
+                    return
+                lines.append(line)
+        except (OSError, ValueError):  # closed meanwhile
+            return
+
+    reader = threading.Thread(target=read, name="vllm-magics-ngrok-last-lines", daemon=True)
+    reader.start()
+    reader.join(wait)
+    return list(lines)
+
+
 def _private_folder(folder: Path) -> None:
     """The folder that holds the token file. private_dir makes missing folders 0700 and refuses a link,
     a file, or another user's folder; an existing folder is never chmodded (it may be shared on purpose),
@@ -107,12 +152,15 @@ class AgentStart:
 
         self._agent = agent
         self._box: dict = {}
+        self._stale = process._current_processes.get(agent.path)  # an agent of before, not this start's
+        self._seen = None  # this start's NgrokProcess, once seen: pyngrok forgets it if the agent exits
 
         def run():
             try:
                 self._box["process"] = process.get_process(agent.config)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 self._box["failure"] = _failure_from(exc, "start", agent.redact)
+                self._box["error_unread"] = _may_have_left_its_error_unread(exc)
 
         self._thread = threading.Thread(target=run, name="vllm-magics-ngrok-start", daemon=True)
         self._thread.start()
@@ -121,6 +169,8 @@ class AgentStart:
         from pyngrok import process
 
         np_ = process._current_processes.get(self._agent.path)
+        if np_ is not None and np_ is not self._stale:
+            self._seen = np_
         return np_ if np_ is not None and np_.proc.poll() is None else None
 
     def spawned_pid(self) -> int | None:
@@ -136,6 +186,9 @@ class AgentStart:
     def finish(self) -> None:
         """After wait() is True: the agent is ready, or AgentFailure."""
         failure = self._box.get("failure")
+        if failure is not None and self._box.get("error_unread") and self._seen is not None:
+            said_late = _error_said_after_pyngrok_stopped_reading(self._seen)
+            failure = _failure_from(said_late, "start", self._agent.redact) if said_late else failure
         if failure is not None:
             raise failure
         self._agent._process = self._box["process"]
