@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from helpers import wait_until
-from test_kernel_real import kernel, run  # noqa: F401 - the kernel fixture
+from test_kernel_real import run  # the kernel fixture: conftest.py
 
 pytestmark = [pytest.mark.server, pytest.mark.kernel]
 

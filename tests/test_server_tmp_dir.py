@@ -48,3 +48,39 @@ def test_anything_else_is_refused(made, tmp_path):
 def test_a_folder_of_another_user_is_refused(made):
     os.chown(made, 65534, 65534)
     assert our_tmp_dir(str(made)) is None
+
+
+def _environ(pid: int) -> dict:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def test_torchs_kernel_cache_stays_where_a_bare_vllm_keeps_it(tmp_path, monkeypatch):
+    """The server's TMPDIR is its own folder, which stop() deletes. torch.compile's kernel cache would follow
+    it (inductor's default is under the temp folder) and every start would compile its kernels again: it
+    stays where a bare `vllm serve` keeps it. A user's own TORCHINDUCTOR_CACHE_DIR wins."""
+    import getpass
+
+    from helpers import free_port, wait_until
+    from test_process import standin_server
+
+    def started_env(home):
+        server = standin_server(home, free_port())
+        server.start()
+        try:
+            # (right after the fork, before the exec, the process still has the supervisor's environment)
+            assert wait_until(lambda: _environ(server.pid).get("TMPDIR") == str(server.tmp_dir), 60)
+            return _environ(server.pid), server.tmp_dir
+        finally:
+            server.stop()
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    env, private = started_env(tmp_path / "a")
+    assert env["TMPDIR"] == str(private) and Path(private).parent == Path(tempfile.gettempdir())
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == os.path.join(tempfile.gettempdir(), "torchinductor_" + getpass.getuser())
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    env, _ = started_env(tmp_path / "b")
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")

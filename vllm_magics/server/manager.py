@@ -131,6 +131,11 @@ class VllmServer:
         env = dict(os.environ)
         env.update(self.plan.env)
         env["TMPDIR"] = str(self.tmp_dir)
+        # torch.compile's kernel cache lives under the temp folder by default: keep it where a bare `vllm serve`
+        # has it, or every start (a restart, the lowered --max-model-len retry, the next session's server)
+        # compiles its kernels again in a folder that stop() deletes (the CPU build compiles C++ kernels at
+        # the first structured-output request, for one: bench/inductor_cache.py).
+        env.setdefault("TORCHINDUCTOR_CACHE_DIR", inductor_cache_dir())
         self.proc = process.launch_supervised(
             self.plan.argv, env=env, log_path=self.log_path, state_path=self.dir / "state.json",
             max_log_bytes=self.max_log_bytes, detach=self.detach, cleanup=self.tmp_dir)
@@ -320,6 +325,19 @@ class VllmServer:
         self.adopted = True
         self.owner_pid, self.owner_start = _this_process()
         self._save_manifest()
+
+
+def inductor_cache_dir() -> str:
+    """Where torch.compile (inductor) keeps its kernels for a process of this user with our temp folder:
+    torch._inductor.runtime.cache_dir_utils.default_cache_dir, without importing torch."""
+    import getpass
+    import re
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, ImportError, OSError):
+        user = f"uid_{os.getuid()}"
+    return os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
 
 
 def our_tmp_dir(value) -> Path | None:
