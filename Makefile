@@ -12,7 +12,7 @@ demo: rig
 	$(PY) scripts/run_demo.py offline_cpu_demo
 
 # The whole suite on the rig's Python, on TEST_WORKERS pytest-xdist workers (tests/conftest.py keeps the tests
-# of the session servers on one worker and those that start their own vLLM on another), and beside it
+# of the session servers on one worker, and those that start their own vLLM in two chains, each on one), and beside it
 # scripts/compat.sh (the fast tests on 3.10 and 3.13): those mostly wait on stand-ins and deadlines, so they
 # cost little CPU next to vLLM. compat.sh's output is printed after pytest's; either failing fails the target.
 TEST_WORKERS ?= 4

@@ -54,15 +54,17 @@ GROUPING_LOST = pytest.StashKey[str]()  # why this xdist worker's tests cannot r
 @pytest.hookimpl(wrapper=True)  # around xdist's own hook, which tags each test's id with its group (on each worker)
 def pytest_collection_modifyitems(config, items):
     """With pytest-xdist (`make test` runs `-n N --dist loadgroup`): every test that uses a session server
-    runs on one worker, so each server starts once; the tests that start vLLM servers of their own run on
-    one other worker, so at most two vLLM chains share the 2 CPUs; the rest (mostly waiting on stand-ins
-    and deadlines) spread over all workers."""
+    runs on one worker, so each server starts once; the tests that start vLLM servers of their own run in
+    two chains of about equal length (the example notebooks, and the others), each on one worker; the rest
+    (mostly waiting on stand-ins and deadlines) spread over all workers. The vLLM chains mostly wait too
+    (imports, kernels, graceful stops): three of them keep the 2 CPUs busier than two did."""
     grouping = hasattr(config, "workerinput") and config.getvalue("loadgroup")  # an xdist worker, loadgroup
     for item in items if grouping else ():
         if set(SESSION_SERVERS) & set(item.fixturenames):
             item.add_marker(pytest.mark.xdist_group("vllm-session-servers"))
-        elif item.get_closest_marker("server"):
-            item.add_marker(pytest.mark.xdist_group("vllm-own-servers"))
+        elif item.get_closest_marker("server") and not item.get_closest_marker("starts_no_server"):
+            chain = "vllm-examples" if item.nodeid.startswith("tests/test_examples.py") else "vllm-own-servers"
+            item.add_marker(pytest.mark.xdist_group(chain))
     yield
     # On pytest 9.2 xdist's tagging silently did nothing (pytest-dev/pytest-xdist issue 1386): each worker
     # would start its own session servers. Say so instead.

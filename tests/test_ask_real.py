@@ -111,6 +111,7 @@ def test_each_runs_concurrently_in_order_and_one_failure_keeps_the_others(manage
     assert "Paris" in results[0].text and "Rome" in results[1].text and "Tokyo" in results[2].text
 
 
+@pytest.mark.starts_no_server
 def test_a_server_that_never_answers_times_out(shell):
     import socket
 

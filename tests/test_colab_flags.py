@@ -22,6 +22,7 @@ LOGS = FIXTURES / "colab" / "vllm_logs"
 
 
 @pytest.mark.server
+@pytest.mark.starts_no_server
 def test_recorded_flag_lists_match_the_installed_vllm(rig):
     help_text = subprocess.run([rig["vllm"], "serve", "--help=all"], capture_output=True, text=True,
                                timeout=600).stdout

@@ -141,6 +141,7 @@ def test_serve_answers_restarts_and_stops_mid_answer_with_no_process_left(rig, s
     assert new.log_path.exists()  # the log stays on disk
 
 
+@pytest.mark.starts_no_server  # refused before vLLM starts
 def test_strict_port_fails_clearly_naming_the_holder(rig, shell):
     busy = free_port()
     holder = hold_port(busy)

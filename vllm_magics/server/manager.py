@@ -133,8 +133,8 @@ class VllmServer:
         env["TMPDIR"] = str(self.tmp_dir)
         # torch.compile's kernel cache lives under the temp folder by default: keep it where a bare `vllm serve`
         # has it, or every start (a restart, the lowered --max-model-len retry, the next session's server)
-        # compiles its kernels again in a folder that stop() deletes (the CPU build compiles C++ kernels at
-        # the first structured-output request, for one: bench/inductor_cache.py).
+        # compiles its kernels again in a folder that stop() deletes (seen in our test suite: a CPU server
+        # compiled 150 MB of C++ kernels into its private folder while it answered).
         env.setdefault("TORCHINDUCTOR_CACHE_DIR", inductor_cache_dir())
         self.proc = process.launch_supervised(
             self.plan.argv, env=env, log_path=self.log_path, state_path=self.dir / "state.json",
