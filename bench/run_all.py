@@ -4,6 +4,6 @@ import runpy
 
 HERE = pathlib.Path(__file__).resolve().parent
 for name in ("load_ext_cost", "readiness_delay", "ask_overhead", "status_time", "stream_cost", "batch_cost",
-             "markdown_cost", "diagnose_time", "batch_memory", "magic_batch_memory"):
+             "markdown_cost", "diagnose_time", "batch_memory", "magic_batch_memory", "cpu_wait_policy"):
     print(f"== {name}")
     runpy.run_path(str(HERE / f"{name}.py"), run_name="__main__")

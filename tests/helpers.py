@@ -17,9 +17,13 @@ VLLM_BIN = pathlib.Path(sys.executable).parent / "vllm"
 
 
 def vllm_processes() -> list[str]:
-    """Lines of `ps` for any vLLM process on the machine (API server, engine core, workers)."""
-    out = subprocess.run(["ps", "-ww", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout
-    return [ln for ln in out.splitlines()[1:] if ("vllm serve" in ln or "VLLM::" in ln) and "ps -ww" not in ln]
+    """Lines of `ps` (pid, pgid, args) for any vLLM process on the machine (API server, engine core, workers).
+    Not zombies: a process that has ended but whose parent has not read its exit yet runs nothing (seen: an
+    engine core's, for a moment after its server stopped, on a loaded machine)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "stat,pid,pgid,args"], capture_output=True, text=True).stdout
+    lines = [ln.split(None, 1) for ln in out.splitlines()[1:] if ln.strip()]
+    return [" " + rest for stat, rest in lines if not stat.startswith("Z")
+            and ("vllm serve" in rest or "VLLM::" in rest) and "ps -ww" not in rest]
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1):

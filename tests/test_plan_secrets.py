@@ -119,6 +119,8 @@ OVERRIDES = [
     ("VLLM_ENABLE_V1_MULTIPROCESSING", "the variable in the environment",
      lambda: _cpu(environ={"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}),
      lambda p: "VLLM_ENABLE_V1_MULTIPROCESSING" not in p.env),
+    ("OMP_WAIT_POLICY", "the variable in the environment", lambda: _cpu(environ={"OMP_WAIT_POLICY": "ACTIVE"}),
+     lambda p: "OMP_WAIT_POLICY" not in p.env),
 ]
 
 
@@ -136,6 +138,7 @@ def test_every_default_we_choose_has_a_row_above():
     # and without the user's setting, each one is chosen (the rows above are not vacuous)
     cpu, t4 = _cpu(), _t4()
     assert cpu.env["VLLM_CPU_KVCACHE_SPACE"] == "1" and cpu.env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert cpu.env["OMP_WAIT_POLICY"] == "PASSIVE"
     assert "--enforce-eager" in cpu.argv
     assert t4.argv[t4.argv.index("--dtype") + 1] == "half" and t4.default_max_model_len == 16384
 
