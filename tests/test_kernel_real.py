@@ -93,7 +93,11 @@ def test_ask_streams_in_place_and_an_interrupt_aborts_the_request(kernel, smollm
             f"os.environ['VLLM_MAGICS_TEST_KEY'] = {smollm2_server.api_key!r}")
     opts = f"--url {url}/v1 --api-key-env VLLM_MAGICS_TEST_KEY"
 
-    messages = run(kc, f"%%ask {opts} --temperature 0 --max-tokens 60\nName three rivers in Europe, one per line.")
+    # 200 tokens whatever the model would say (vLLM's ignore_eos): a short answer from a quick server can end
+    # between two live updates (15 a second), and then only the final draw shows.
+    run(kc, "long = {'ignore_eos': True}")
+    messages = run(kc, f"%%ask {opts} --temperature 0 --max-tokens 200 --params long\n"
+                       "Name three rivers in Europe, one per line.")
     kinds = [m["msg_type"] for m in messages if m["msg_type"] != "status"]
     assert kinds.count("display_data") == 1 and kinds.count("update_display_data") >= 2
     assert "stream" not in kinds  # nothing printed besides the one live output area
