@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from vllm_magics.ask.batch_store import run_to_store  # noqa: E402
 from vllm_magics.ask.client import ChatClient  # noqa: E402
+from vllm_magics.server import process  # noqa: E402
 from vllm_magics.server.manager import VllmServer  # noqa: E402
 from vllm_magics.server.plan import plan_serve  # noqa: E402
 
@@ -29,13 +30,11 @@ ITEMS = int(os.environ.get("BENCH_ITEMS", "500"))
 
 
 def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of the live processes of the server's group (/proc/PID/stat's utime and stime)."""
     tick, total = os.sysconf("SC_CLK_TCK"), 0.0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
+    for pid in process.group_members(pgid):
+        fields = process._stat_fields(pid)  # after the command name: utime and stime are the 12th and 13th
+        if fields is not None:
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
 

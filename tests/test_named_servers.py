@@ -11,14 +11,13 @@ import types
 import pytest
 from IPython.core.error import UsageError
 
-from helpers import FIXTURES, SMOLLM2, TINY_R1
+from helpers import ADAPTER, FIXTURES, SMOLLM2, TINY_R1
 from standins.chat_server import SseStandIn, serving
 from vllm_magics.notebook.ask_compare import parse_compare
 from vllm_magics.server.gpu import parse_query_csv
 from vllm_magics.server.manager import VllmServer
 from vllm_magics.server.plan import plan_serve
 
-ADAPTER = FIXTURES.parent.parent / ".rig" / "models" / "smollm2-lora-pineapple"
 T4 = parse_query_csv((FIXTURES / "nvidia-smi" / "t4-15gb" / "query-csv.txt").read_text())[0]
 
 
