@@ -360,6 +360,40 @@ def test_a_failing_progress_callback_is_one_answers_error_not_a_dead_worker(chat
     assert [a.ok for a in answers] == [True, False, True, True, True]
 
 
+def test_ctrl_c_while_the_workers_start_stops_those_already_asking(monkeypatch):
+    """Thread.start() waits for its thread: a Ctrl-C there (a loaded machine makes it likely) used to
+    leave run() before its handler, with the first worker still asking unseen. The second start here is
+    interrupted once the first worker's job is in flight."""
+    import _thread
+    import threading
+
+    from vllm_magics.ask import workers
+
+    asking, cut = threading.Event(), threading.Event()
+    started = []
+
+    class InterruptedSecondStart(threading.Thread):
+        def start(self):
+            started.append(self)
+            if len(started) == 2:
+                assert asking.wait(30)
+                _thread.interrupt_main()
+            super().start()
+
+    def do(job, client):
+        asking.set()
+        job.answer.text = "half an answer"
+        if stop.wait(30):  # a held request, cut by the engine
+            cut.set()
+
+    jobs = iter([workers.Job(Answer(streaming=True)) for _ in range(3)])
+    stop = threading.Event()
+    monkeypatch.setattr(threading, "Thread", InterruptedSecondStart)
+    snapshots = workers.run(lambda: next(jobs, None), do, 3, lambda job: None, stop)
+    assert stop.is_set() and cut.wait(30)  # the first worker was told to stop
+    assert [(a.text, a.interrupted) for _, a in snapshots] == [("half an answer", True)]
+
+
 def test_the_snapshot_at_ctrl_c_reads_the_growing_text_without_rewriting_it():
     """str() of a GrowingText joins and replaces its pieces: from the main thread, while the worker
     appends, a piece could be lost. The snapshot must only read."""

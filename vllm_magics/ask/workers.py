@@ -93,9 +93,11 @@ def run(take: Callable[[], Job | None], do: Callable[[Job, Callable], None], wor
             answer.error = answer.error or describe(exc)
         answer.ended_at = answer.ended_at or time.monotonic()
 
-    for _ in range(workers):
-        threading.Thread(target=work, name=name, daemon=True).start()
     try:
+        # Started inside the try: a Ctrl-C while a thread starts (Thread.start waits for it) must stop
+        # the ones already taking jobs, not leave them asking unseen (seen on a loaded machine).
+        for _ in range(workers):
+            threading.Thread(target=work, name=name, daemon=True).start()
         while not all_done.wait(tick_every):  # short waits: Ctrl-C reaches this thread between them
             if on_tick:
                 on_tick()

@@ -1,5 +1,6 @@
 """The ngrok agent through pyngrok: the only module that imports pyngrok or touches its private state
-(`process._current_processes`, `installer._config_cache`, `ngrok._current_tunnels`).
+(`process._current_processes`, made a dict that remembers each start (_StartedAgents);
+`installer._config_cache`, `ngrok._current_tunnels`).
 
 TunnelManager (tunnel/manager.py) decides; an agent object does. Its interface is the seam the manager's
 tests replace with an in-process stand-in:
@@ -143,6 +144,33 @@ def _install_fork_hook() -> None:
         _fork_hook.append(True)
 
 
+class _StartedAgents(dict):
+    """pyngrok's `process._current_processes`, with a memory: `started[path]` is the NgrokProcess that
+    pyngrok's last start put in for that binary, kept after pyngrok drops it. An agent that exits during
+    its start is dropped (kill_process) before a poll from another thread may have seen it, and with it
+    went the pipe that still held the agent's error (seen on a loaded machine). pyngrok reads and writes
+    it as the plain dict it was."""
+
+    def __init__(self, current=()):
+        super().__init__(current)
+        self.started: dict = {}
+
+    def __setitem__(self, path, ngrok_process):
+        super().__setitem__(path, ngrok_process)
+        self.started[path] = ngrok_process
+
+
+def _started_agents() -> _StartedAgents:
+    """pyngrok's table of agents, made a _StartedAgents once (under pyngrok's lock, which every start and
+    stop holds while it uses the table)."""
+    from pyngrok import process
+
+    with process._current_processes_lock:
+        if not isinstance(process._current_processes, _StartedAgents):
+            process._current_processes = _StartedAgents(process._current_processes)
+        return process._current_processes
+
+
 class AgentStart:
     """pyngrok's process.get_process() in a thread: it blocks in readline() while the agent prints nothing,
     so pyngrok's own startup_timeout never fires then. The caller owns the deadline (and Ctrl-C)."""
@@ -152,8 +180,8 @@ class AgentStart:
 
         self._agent = agent
         self._box: dict = {}
-        self._stale = process._current_processes.get(agent.path)  # an agent of before, not this start's
-        self._seen = None  # this start's NgrokProcess, once seen: pyngrok forgets it if the agent exits
+        self._starts = _started_agents()
+        self._starts.started.pop(agent.path, None)  # an agent of before, not this start's
 
         def run():
             try:
@@ -169,8 +197,6 @@ class AgentStart:
         from pyngrok import process
 
         np_ = process._current_processes.get(self._agent.path)
-        if np_ is not None and np_ is not self._stale:
-            self._seen = np_
         return np_ if np_ is not None and np_.proc.poll() is None else None
 
     def spawned_pid(self) -> int | None:
@@ -186,8 +212,9 @@ class AgentStart:
     def finish(self) -> None:
         """After wait() is True: the agent is ready, or AgentFailure."""
         failure = self._box.get("failure")
-        if failure is not None and self._box.get("error_unread") and self._seen is not None:
-            said_late = _error_said_after_pyngrok_stopped_reading(self._seen)
+        this_start = self._starts.started.pop(self._agent.path, None)  # its pipe goes with it, once read
+        if failure is not None and self._box.get("error_unread") and this_start is not None:
+            said_late = _error_said_after_pyngrok_stopped_reading(this_start)
             failure = _failure_from(said_late, "start", self._agent.redact) if said_late else failure
         if failure is not None:
             raise failure
@@ -209,6 +236,7 @@ class AgentStart:
         if np_ is not None:
             np_.proc.kill()  # pyngrok's readline() then returns "" and it cleans up its own state
         self._thread.join(5.0)
+        self._starts.started.pop(self._agent.path, None)
 
 
 class PyngrokAgent:
