@@ -93,6 +93,31 @@ def _shorten_start_when(m: TunnelManager, ready: threading.Event, to: float = 1.
     return th
 
 
+@pytest.mark.parametrize("when", ["before-the-agent-runs", "once-the-agent-runs"])
+def test_ctrl_c_while_the_start_thread_starts_leaves_no_agent(make_manager, upstream, record, monkeypatch, when):
+    """Thread.start() waits until its thread runs: a Ctrl-C landing there leaves AgentStart before the
+    manager holds it, and pyngrok's thread would go on to start an agent that nobody stops."""
+    import _thread
+
+    class InterruptedStart(threading.Thread):
+        def start(self):
+            super().start()
+            if self.name == "vllm-magics-ngrok-start":
+                if when == "once-the-agent-runs":
+                    assert wait_until(lambda: _agent_pids(record), 60)
+                _thread.interrupt_main()
+                threading.Event().wait(5)  # the interrupt lands here, inside start()
+
+    m = make_manager()
+    monkeypatch.setattr(threading, "Thread", InterruptedStart)
+    with pytest.raises(KeyboardInterrupt):
+        m.open(upstream.port, api_key=API_KEY, authtoken=TOKEN)
+    monkeypatch.undo()
+    pids = _agent_pids(record)  # none when it was killed before it wrote its file
+    assert len(pids) == 1 if when == "once-the-agent-runs" else len(pids) <= 1
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), 30) and not m.is_running()
+
+
 def test_a_silent_agent_is_stopped_after_the_timeout(make_manager, upstream, record, monkeypatch):
     # pyngrok's own startup_timeout is checked between lines: a binary that prints nothing blocks it forever.
     monkeypatch.setenv("FAKE_NGROK_MODE", "silent")

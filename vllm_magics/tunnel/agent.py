@@ -180,18 +180,25 @@ class AgentStart:
 
         self._agent = agent
         self._box: dict = {}
+        self._aborted = threading.Event()
         self._starts = _started_agents()
         self._starts.started.pop(agent.path, None)  # an agent of before, not this start's
 
         def run():
             try:
-                self._box["process"] = process.get_process(agent.config)
+                self._box["process"] = ready = process.get_process(agent.config)
+                if self._aborted.is_set():  # abort() may have looked before this was set
+                    ready.proc.kill()
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 self._box["failure"] = _failure_from(exc, "start", agent.redact)
                 self._box["error_unread"] = _may_have_left_its_error_unread(exc)
 
         self._thread = threading.Thread(target=run, name="vllm-magics-ngrok-start", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:  # Ctrl-C while the thread starts (Thread.start waits for it): no agent may
+            self.abort()  # come up with nobody left to stop it
+            raise
 
     def _spawned(self):
         from pyngrok import process
@@ -232,10 +239,14 @@ class AgentStart:
         return error, said
 
     def abort(self) -> None:
+        self._aborted.set()
         np_ = self._spawned()
         if np_ is not None:
             np_.proc.kill()  # pyngrok's readline() then returns "" and it cleans up its own state
         self._thread.join(5.0)
+        ready = self._box.get("process")  # not yet spawned above, and ready since
+        if ready is not None and ready.proc.poll() is None:
+            ready.proc.kill()
         self._starts.started.pop(self._agent.path, None)
 
 
