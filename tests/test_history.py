@@ -84,6 +84,9 @@ def test_last_search_and_thread(tmp_path):
         assert [e["error"] for e in h.search("100%_")] == ["the server answered 503: 100%_busy"]
         assert h.search("0%X") == [] and h.search("_busy") != []  # % and _ are literal
         assert len(h.by_thread("a", n=None)) == 16 and all(e["thread"] == "b" for e in h.by_thread("b"))
+        # In one thread: its newest matches, however many newer ones the other thread has.
+        assert [e["prompt"][-3:] for e in h.search("paris", n=2, thread="b")] == ["#28", "#26"]
+        assert [e["prompt"][-3:] for e in h.search("rome", thread="b")] == []
 
 
 def test_no_secret_reaches_the_file(tmp_path):

@@ -38,6 +38,9 @@ def test_recording_hook_history_table_json_and_get(shell, capsys):
 
     assert [e["id"] for e in shell.run_line_magic("ask_history", "--search Rome --json")] == [second]
     assert [e["id"] for e in shell.run_line_magic("ask_history", "--thread t1 --json")] == [first]
+    # -n counts the thread's matches (the newest match overall, `second`, is in no thread)
+    assert [e["id"] for e in shell.run_line_magic("ask_history", "--search Capital --thread t1 -n 1 --json")] \
+        == [first]
     assert len(shell.run_line_magic("ask_history", "-n 1 --json")) == 1
 
     capsys.readouterr()

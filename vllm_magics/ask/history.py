@@ -237,11 +237,14 @@ class History:
         """The newest n entries, newest first."""
         return self._query(n=n)
 
-    def search(self, text: str, n: int | None = 20) -> list[dict]:
-        """Entries whose prompt, answer, reasoning or error contains `text` (case-insensitive for ASCII)."""
+    def search(self, text: str, n: int | None = 20, thread: str | None = None) -> list[dict]:
+        """Entries whose prompt, answer, reasoning or error contains `text` (case-insensitive for ASCII),
+        in one conversation when `thread` is given (filtered in the query: the n newest of its matches)."""
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         where = " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in ("prompt", "answer", "reasoning", "error"))
-        return self._query(f"WHERE {where}", (pattern,) * 4, n)
+        if thread is None:
+            return self._query(f"WHERE ({where})", (pattern,) * 4, n)
+        return self._query(f"WHERE ({where}) AND thread = ?", (pattern,) * 4 + (thread,), n)
 
     def by_thread(self, thread: str, n: int | None = 20) -> list[dict]:
         return self._query("WHERE thread = ?", (thread,), n)

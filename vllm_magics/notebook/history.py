@@ -53,9 +53,7 @@ class HistoryMagics(MagicsBase):
             if args.get is not None or args.reask is not None:
                 return self._history_entry(db, args)
             if args.search is not None:
-                entries = db.search(args.search, args.n)
-                if args.thread:
-                    entries = [e for e in entries if e.get("thread") == args.thread]
+                entries = db.search(args.search, args.n, thread=args.thread or None)
             elif args.thread:
                 entries = db.by_thread(args.thread, args.n)
             else:
