@@ -59,13 +59,18 @@ def test_system_and_params_variants_of_one_model(sse):
 
 
 def test_ctrl_c_stops_every_target_and_keeps_what_arrived(sse):
+    done, updates = [], []
+
     def interrupt_when_held():
-        if wait_until(lambda: sse.held, 30, interval=0.02):
-            _thread.interrupt_main()
+        # Once the client has the fast column whole and the held one's two pieces: that the server holds
+        # the request does not say so on a loaded machine. (Interrupted anyway after 30 s: no hang.)
+        wait_until(lambda: sse.held and done == [0] and updates.count(1) == 2, 30, interval=0.02)
+        _thread.interrupt_main()
 
     threading.Thread(target=interrupt_when_held, daemon=True).start()
     with pytest.raises(CompareInterrupted) as caught:
-        compare(targets(sse, "echo-a", "hold"), USER, {})
+        compare(targets(sse, "echo-a", "hold"), USER, {}, on_done=lambda j, a: done.append(j),
+                on_update=lambda j, a: updates.append(j))
     fast, held = caught.value.result
     assert fast.ok and fast.text.startswith("echo-a heard")
     assert held.interrupted and held.text.strip() == "hold heard:" and not held.streaming
@@ -110,7 +115,8 @@ def test_ctrl_c_during_each_keeps_the_rows_started(sse):
                      concurrency=2)
     table = caught.value.result
     assert table.total == 4 and 1 <= len(table.rows) < 4
-    assert table.rows[0][1].interrupted and table.rows[0][1].text.strip() == "hold heard:"
+    held = table.rows[0][1]  # the client may not have read all the server sent before it held
+    assert held.interrupted and "hold heard:".startswith(held.text.strip())
     assert "items not asked" in table.text_view()
 
 
