@@ -44,6 +44,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ctrl_c_inside_thread_start(monkeypatch, chosen, once=lambda: True, *, thread_runs_first: bool) -> None:
+    """Thread.start() waits until its thread runs, so a real Ctrl-C can land inside it (on a loaded machine it
+    did). Makes one land there, in the start of the thread that `chosen(thread, n)` picks (n: 1 for the first
+    thread started from now on), once `once()` holds (60 s at most); once only. `thread_runs_first`: that
+    thread is already running when the Ctrl-C comes; else the Ctrl-C comes as it is being started."""
+    import _thread
+    import threading
+
+    count, fired = [0], []
+
+    class CtrlCInStart(threading.Thread):
+        def start(self):
+            count[0] += 1
+            if fired or not chosen(self, count[0]):
+                return super().start()
+            fired.append(self)
+            if thread_runs_first:
+                super().start()
+            assert wait_until(once, 60)
+            _thread.interrupt_main()
+            if not thread_runs_first:
+                super().start()  # the Ctrl-C lands in here
+            threading.Event().wait(5)  # or here
+
+    monkeypatch.setattr(threading, "Thread", CtrlCInStart)
 
 
 ADAPTER = MODELS / "smollm2-lora-pineapple"

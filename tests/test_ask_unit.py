@@ -364,21 +364,12 @@ def test_ctrl_c_while_the_workers_start_stops_those_already_asking(monkeypatch):
     """Thread.start() waits for its thread: a Ctrl-C there (a loaded machine makes it likely) used to
     leave run() before its handler, with the first worker still asking unseen. The second start here is
     interrupted once the first worker's job is in flight."""
-    import _thread
     import threading
 
+    from helpers import ctrl_c_inside_thread_start
     from vllm_magics.ask import workers
 
     asking, cut = threading.Event(), threading.Event()
-    started = []
-
-    class InterruptedSecondStart(threading.Thread):
-        def start(self):
-            started.append(self)
-            if len(started) == 2:
-                assert asking.wait(30)
-                _thread.interrupt_main()
-            super().start()
 
     def do(job, client):
         asking.set()
@@ -388,7 +379,7 @@ def test_ctrl_c_while_the_workers_start_stops_those_already_asking(monkeypatch):
 
     jobs = iter([workers.Job(Answer(streaming=True)) for _ in range(3)])
     stop = threading.Event()
-    monkeypatch.setattr(threading, "Thread", InterruptedSecondStart)
+    ctrl_c_inside_thread_start(monkeypatch, lambda thread, n: n == 2, asking.is_set, thread_runs_first=False)
     snapshots = workers.run(lambda: next(jobs, None), do, 3, lambda job: None, stop)
     assert stop.is_set() and cut.wait(30)  # the first worker was told to stop
     assert [(a.text, a.interrupted) for _, a in snapshots] == [("half an answer", True)]

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from helpers import free_port, wait_until
+from helpers import ctrl_c_inside_thread_start, free_port, wait_until
 from vllm_magics.server.process import pid_alive
 from vllm_magics.tunnel.agent import AgentStart
 from vllm_magics.tunnel.manager import (
@@ -97,22 +97,15 @@ def _shorten_start_when(m: TunnelManager, ready: threading.Event, to: float = 1.
 def test_ctrl_c_while_the_start_thread_starts_leaves_no_agent(make_manager, upstream, record, monkeypatch, when):
     """Thread.start() waits until its thread runs: a Ctrl-C landing there leaves AgentStart before the
     manager holds it, and pyngrok's thread would go on to start an agent that nobody stops."""
-    import _thread
-
-    class InterruptedStart(threading.Thread):
-        def start(self):
-            super().start()
-            if self.name == "vllm-magics-ngrok-start":
-                if when == "once-the-agent-runs":
-                    assert wait_until(lambda: _agent_pids(record), 60)
-                _thread.interrupt_main()
-                threading.Event().wait(5)  # the interrupt lands here, inside start()
-
     m = make_manager()
-    monkeypatch.setattr(threading, "Thread", InterruptedStart)
+    agent_runs = (lambda: _agent_pids(record)) if when == "once-the-agent-runs" else (lambda: True)
+    ctrl_c_inside_thread_start(monkeypatch, lambda thread, n: thread.name == "vllm-magics-ngrok-start",
+                               agent_runs, thread_runs_first=True)
     with pytest.raises(KeyboardInterrupt):
         m.open(upstream.port, api_key=API_KEY, authtoken=TOKEN)
-    monkeypatch.undo()
+    # pyngrok's start thread has ended (its agent ready, or killed) before the pid files are read: else an
+    # agent still starting would not have written its file yet, and the test could not fail.
+    assert wait_until(lambda: "vllm-magics-ngrok-start" not in {t.name for t in threading.enumerate()}, 60)
     pids = _agent_pids(record)  # none when it was killed before it wrote its file
     assert len(pids) == 1 if when == "once-the-agent-runs" else len(pids) <= 1
     assert wait_until(lambda: not any(pid_alive(p) for p in pids), 30) and not m.is_running()
